@@ -1,0 +1,3 @@
+from smsched.cli import main
+
+main()

@@ -1,0 +1,271 @@
+"""The command line: options, a call into the library, rendering. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from smsched import leads as leads_lib
+from smsched import optouts as optouts_lib
+from smsched import output, storage
+from smsched import users as users_lib
+from smsched.clock import iso_utc
+from smsched.errors import ExitCode, SmschedError
+
+_state = {"traceback": False, "db": None}
+
+
+class _Group(TyperGroup):
+    """Turns every smsched error into one line on stderr and its exit code, in one place."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SmschedError as exc:
+            if _state["traceback"]:
+                raise
+            output.err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except sqlite3.OperationalError as exc:
+            if _state["traceback"]:
+                raise
+            hint = " (disk full?)" if "full" in str(exc) else ""
+            output.err.print(f"error: database failure: {exc}{hint}", markup=False)
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+        except KeyboardInterrupt:
+            output.err.print("interrupted; nothing half-written was kept", markup=False)
+            raise typer.Exit(int(ExitCode.CTRL_C)) from None
+
+
+def _app(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        cls=_Group,
+        help=help_text,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
+app = _app("Schedule SMS and WhatsApp campaigns for many accounts; send each message once, on time.")
+users_app = _app("Users (tenants): the client accounts whose campaigns you run.")
+leads_app = _app("Leads: each user's phone list.")
+optout_app = _app("The do-not-contact list.")
+app.add_typer(users_app, name="users")
+app.add_typer(leads_app, name="leads")
+app.add_typer(optout_app, name="optout")
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", envvar="SMSCHED_DB", help="SQLite database file [env SMSCHED_DB; default ./smsched.db]"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+@app.callback()
+def _root(
+    db: DbOption = None,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
+) -> None:
+    _state["traceback"] = traceback
+    _state["db"] = db
+
+
+def open_db(db: Path | None):
+    return storage.connect(db or _state["db"] or storage.DEFAULT_DB)
+
+
+# ---- users -------------------------------------------------------------------------------
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    tz: Annotated[str, typer.Option(help="IANA time zone of the user's schedules.")] = users_lib.DEFAULT_TZ,
+    region: Annotated[str, typer.Option(help="Country for numbers written without +code.")] = users_lib.DEFAULT_REGION,
+    sender: Annotated[Optional[str], typer.Option(help="Sender (From number or id) overriding the provider default.")] = None,
+    quiet_hours: Annotated[str, typer.Option(help="Sending window in the recipient's time, HH:MM-HH:MM or off.")] = users_lib.DEFAULT_QUIET_HOURS,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Add a user (tenant)."""
+    user = users_lib.add(open_db(db), name, tz=tz, region=region, sender=sender, quiet_hours=quiet_hours)
+    if json_:
+        output.emit_json(user)
+    else:
+        output.out.print(f"user {user['id']} {user['name']} ({user['tz']}, {user['region']})", markup=False)
+
+
+@users_app.command("list")
+def users_list(db: DbOption = None, json_: JsonOption = False) -> None:
+    """List users."""
+    rows = users_lib.list_all(open_db(db))
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(
+        None,
+        ["id", "name", "tz", "region", "sender", "quiet hours"],
+        [(u["id"], u["name"], u["tz"], u["region"], u["sender"], u["quiet_hours"]) for u in rows],
+    )
+
+
+# ---- leads -------------------------------------------------------------------------------
+
+
+@leads_app.command("import")
+def leads_import(
+    user: str,
+    file: Annotated[str, typer.Argument(help="CSV file, or - for standard input.")],
+    phone_column: Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")] = None,
+    name_column: Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")] = None,
+    region: Annotated[Optional[str], typer.Option(help="Country for numbers without +code (default: the user's).")] = None,
+    delimiter: Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="File encoding (default: detected).")] = None,
+    rejects: Annotated[Optional[Path], typer.Option(help="Write rejected rows, with line and reason, to this CSV.")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Import a user's leads from CSV: numbers normalised to E.164, duplicates merged."""
+    database = open_db(db)
+    owner = users_lib.get(database, user)
+    with _byte_progress("importing", enabled=output.interactive() and not json_) as progress:
+        report = leads_lib.import_leads(
+            database, owner, file,
+            phone_column=phone_column, name_column=name_column, region=region,
+            delimiter=delimiter, encoding=encoding,
+            rejects=str(rejects) if rejects else None, progress=progress,
+        )
+    if json_:
+        output.emit_json(report.as_dict())
+        return
+    output.table(
+        f"{report.file} → {owner['name']} ({report.encoding}, delimiter {report.as_dict()['delimiter']!r}, phone column {report.phone_column!r})",
+        ["read", "imported", "updated", "duplicates", "invalid", "blank"],
+        [(report.read, report.imported, report.updated, report.duplicates, report.invalid, report.blank)],
+    )
+    if report.fields:
+        output.info(f"fields for templates: {', '.join('{' + f + '}' for f in report.fields)}")
+    if report.invalid_reasons:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.invalid_reasons.items(), key=lambda x: -x[1]))
+        output.info(f"invalid: {reasons}" + (f" (rows in {report.rejects_file})" if report.rejects_file else "; --rejects FILE lists them"))
+
+
+class _byte_progress:
+    """A progress bar on stderr for long imports, only on a terminal."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.enabled, self.label, self.bar, self.task = enabled, label, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                            TimeRemainingColumn(), console=output.err, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=None)
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+
+@leads_app.command("list")
+def leads_list(
+    user: str,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many (default: all).")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """List a user's leads."""
+    database = open_db(db)
+    rows = leads_lib.list_leads(database, users_lib.get(database, user), limit)
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["phone", "name", "fields"],
+                 [(r["phone"], r["name"], ", ".join(f"{k}={v}" for k, v in r["fields"].items())) for r in rows])
+
+
+# ---- opt-outs ----------------------------------------------------------------------------
+
+UserOption = Annotated[Optional[str], typer.Option("--user", help="Only for this user (default: every user).")]
+
+
+@optout_app.command("add")
+def optout_add(
+    phones: Annotated[list[str], typer.Argument(help="Numbers, as typed.")],
+    user: UserOption = None,
+    reason: Annotated[Optional[str], typer.Option(help="Why (e.g. 'replied STOP', 'asked by phone').")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Add numbers to the do-not-contact list."""
+    database = open_db(db)
+    owner = users_lib.get(database, user) if user else None
+    result = optouts_lib.add(database, phones, user=owner, reason=reason)
+    _print_optout_result(result, json_)
+
+
+def _print_optout_result(result: dict, json_: bool) -> None:
+    if json_:
+        output.emit_json(result)
+        return
+    output.out.print(
+        f"opted out: {result['added']} added, {result['already']} already listed, "
+        f"{result['suppressed_messages']} scheduled messages suppressed", markup=False)
+    for bad in result.get("invalid", []):
+        output.warn(f"line {bad['line']}: {bad['value']!r} skipped: {bad['reason']}")
+
+
+@optout_app.command("import")
+def optout_import(
+    file: str,
+    user: UserOption = None,
+    reason: Annotated[Optional[str], typer.Option(help="Why these numbers opted out.")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Add every number in a CSV file (a phone column, or one number per line)."""
+    database = open_db(db)
+    owner = users_lib.get(database, user) if user else None
+    _print_optout_result(optouts_lib.import_file(database, file, user=owner, reason=reason), json_)
+
+
+@optout_app.command("list")
+def optout_list(user: UserOption = None, db: DbOption = None, json_: JsonOption = False) -> None:
+    """List opt-outs (with --user: those that apply to that user)."""
+    database = open_db(db)
+    rows = optouts_lib.list_all(database, user=users_lib.get(database, user) if user else None)
+    for row in rows:
+        row["created_at"] = iso_utc(row["created_at"])
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["phone", "user", "reason", "source", "when (UTC)"],
+                 [(r["phone"], r["user"] or "(all)", r["reason"], r["source"], r["created_at"]) for r in rows])
+
+
+@optout_app.command("remove")
+def optout_remove(phones: list[str], user: UserOption = None, db: DbOption = None) -> None:
+    """Remove numbers from the list (messages already suppressed stay suppressed)."""
+    database = open_db(db)
+    removed = optouts_lib.remove(database, phones, user=users_lib.get(database, user) if user else None)
+    output.out.print(f"removed {removed} opt-out(s)", markup=False)
+
+
+def main() -> None:
+    app()

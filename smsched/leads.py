@@ -1,0 +1,330 @@
+"""Leads: importing a user's phone list from CSV, and reading it back.
+
+An import streams the file into a temporary staging table (merging duplicates as it goes,
+later fields winning) without touching the user's leads, then applies the staged rows in one
+short transaction. A crash or Ctrl-C before that commit leaves the database as it was, and
+other writers (a running dispatch) are blocked only for the final step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import tempfile
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import sqlite_utils
+
+from smsched import phones
+from smsched.csvfiles import CsvSource, normalise_key, open_csv
+from smsched.errors import ImportFailed
+from smsched.storage import now_s, transaction
+
+PHONE_HEADERS = ("phone", "telefone", "celular", "whatsapp", "mobile", "fone", "numero", "number", "tel", "cel")
+NAME_HEADERS = ("name", "nome")
+_CHUNK_ROWS = 5000
+# Below this size the process pool costs more than it saves.
+_PARALLEL_MIN_BYTES = 4 << 20
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ImportReport:
+    file: str
+    encoding: str
+    delimiter: str
+    phone_column: str
+    name_column: str | None
+    fields: list[str]
+    read: int = 0
+    blank: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    imported: int = 0
+    updated: int = 0
+    rejects_file: str | None = None
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["delimiter"] = {"\t": "tab"}.get(self.delimiter, self.delimiter)
+        return data
+
+
+def _match_header(keys: list[str], wanted: Iterable[str]) -> int | None:
+    wanted = tuple(wanted)
+    for index, key in enumerate(keys):
+        if key in wanted:
+            return index
+    for index, key in enumerate(keys):  # 'telefone_celular', 'mobile_phone', 'nome_completo'
+        if any(token in wanted for token in key.split("_")):
+            return index
+    return None
+
+
+def _pick_column(headers: list[str], keys: list[str], given: str, what: str, source: str) -> int:
+    for index, header in enumerate(headers):
+        if header.strip() == given.strip():
+            return index
+    wanted = normalise_key(given)
+    for index, key in enumerate(keys):
+        if key == wanted:
+            return index
+    raise ImportFailed(
+        f"{source}: no {what} column {given!r}; the headers are: {', '.join(h for h in headers)}"
+    )
+
+
+def _field_keys(keys: list[str], skip: set[int]) -> list[str | None]:
+    """Unique lead-field keys for the non-phone, non-name columns ('cidade', 'cidade_2')."""
+    result: list[str | None] = []
+    seen: set[str] = set()
+    for index, key in enumerate(keys):
+        if index in skip:
+            result.append(None)
+            continue
+        base = key or f"column_{index + 1}"
+        candidate, n = base, 2
+        while candidate in seen or candidate in ("name", "phone"):
+            candidate, n = f"{base}_{n}", n + 1
+        seen.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def _normalize_chunk(args: tuple[list[str], str]) -> list[phones.Normalized]:
+    raws, region = args
+    return [phones.normalize(raw, region) for raw in raws]
+
+
+class _Normalizer:
+    """Normalises chunks of numbers in order, on every core when the file is large."""
+
+    def __init__(self, region: str, parallel: bool):
+        self.region = region
+        self.pool = None
+        if parallel and (os.cpu_count() or 1) > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(os.cpu_count())
+        self.pending: deque = deque()
+
+    def submit(self, chunk: list) -> None:
+        raws = [row[1] for row in chunk]
+        if self.pool is None:
+            self.pending.append((chunk, _normalize_chunk((raws, self.region))))
+        else:
+            self.pending.append((chunk, self.pool.apply_async(_normalize_chunk, ((raws, self.region),))))
+
+    def ready(self, backlog: int) -> Iterable[tuple[list, list[phones.Normalized]]]:
+        while len(self.pending) > backlog:
+            chunk, result = self.pending.popleft()
+            yield chunk, (result if isinstance(result, list) else result.get())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def import_leads(
+    db: sqlite_utils.Database,
+    user: dict,
+    path: str,
+    *,
+    phone_column: str | None = None,
+    name_column: str | None = None,
+    region: str | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    rejects: str | None = None,
+    progress: Progress | None = None,
+    now: float | None = None,
+) -> ImportReport:
+    region = phones.check_region(region or user["region"])
+    source = open_csv(path, encoding=encoding, delimiter=delimiter)
+    try:
+        return _import(db, user, source, phone_column, name_column, region, rejects, progress, now)
+    finally:
+        source.binary.close()
+
+
+def _import(db, user, source: CsvSource, phone_column, name_column, region, rejects, progress, now):
+    rows = source.rows()
+    try:
+        _, headers = next(rows)
+    except StopIteration:
+        raise ImportFailed(f"{source.name} has no header line") from None
+    headers = [h.strip() for h in headers]
+    if not any(headers):
+        raise ImportFailed(f"{source.name}: the first line is empty; it must name the columns")
+    keys = [normalise_key(h) for h in headers]
+    if phone_column:
+        phone_index = _pick_column(headers, keys, phone_column, "phone", source.name)
+    else:
+        phone_index = _match_header(keys, PHONE_HEADERS)
+        if phone_index is None:
+            raise ImportFailed(
+                f"{source.name}: no phone column among the headers "
+                f"{', '.join(repr(h) for h in headers)}; name it with --phone-column"
+            )
+    if name_column:
+        name_index = _pick_column(headers, keys, name_column, "name", source.name)
+    else:
+        name_index = _match_header(
+            [k if i != phone_index else "" for i, k in enumerate(keys)], NAME_HEADERS
+        )
+    field_keys = _field_keys(keys, {phone_index} | ({name_index} if name_index is not None else set()))
+    report = ImportReport(
+        file=source.name,
+        encoding=source.encoding,
+        delimiter=source.delimiter,
+        phone_column=headers[phone_index],
+        name_column=headers[name_index] if name_index is not None else None,
+        fields=[k for k in field_keys if k],
+    )
+    stamp = int(now or now_s())
+    conn = db.conn
+    conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+    conn.execute(
+        "CREATE TEMP TABLE import_stage (phone TEXT PRIMARY KEY, name TEXT, fields TEXT NOT NULL, tz TEXT)"
+    )
+    rejects_out = _Rejects(rejects, headers) if rejects else None
+    normalizer = _Normalizer(region, parallel=source.size >= _PARALLEL_MIN_BYTES)
+    valid = 0
+    try:
+        conn.execute("BEGIN")  # the temp table only: the main database is not locked yet
+        chunk: list = []
+
+        def apply(ready) -> None:
+            nonlocal valid
+            batch = []
+            for chunk_rows, results in ready:
+                for (line, raw, record), result in zip(chunk_rows, results):
+                    if result.phone is None:
+                        kind = "blank" if result.reason == "blank" else "invalid"
+                        setattr(report, kind, getattr(report, kind) + 1)
+                        if kind == "invalid":
+                            report.invalid_reasons[result.reason] = report.invalid_reasons.get(result.reason, 0) + 1
+                        if rejects_out:
+                            rejects_out.write(line, result.reason if kind == "invalid" else "no phone number", record)
+                        continue
+                    valid += 1
+                    name = record[name_index].strip() if name_index is not None and name_index < len(record) else ""
+                    fields = {
+                        key: value.strip()
+                        for key, value in zip(field_keys, record)
+                        if key and value.strip()
+                    }
+                    batch.append((result.phone, name or None, json.dumps(fields, ensure_ascii=False, separators=(",", ":")), result.tz))
+            if batch:
+                conn.executemany(
+                    "INSERT INTO temp.import_stage (phone, name, fields, tz) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (phone) DO UPDATE SET"
+                    " name = coalesce(excluded.name, name),"
+                    " fields = json_patch(fields, excluded.fields)",
+                    batch,
+                )
+
+        for line, record in rows:
+            if not record:
+                continue  # an empty line is not a row; ';;;' is, and counts as blank
+            report.read += 1
+            raw = record[phone_index] if phone_index < len(record) else ""
+            chunk.append((line, raw, record))
+            if len(chunk) >= _CHUNK_ROWS:
+                normalizer.submit(chunk)
+                chunk = []
+                apply(normalizer.ready(backlog=4))
+                if progress:
+                    progress(source.position(), source.size)
+        if chunk:
+            normalizer.submit(chunk)
+        apply(normalizer.ready(backlog=0))
+        if progress:
+            progress(source.size, source.size)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if rejects_out:
+            rejects_out.discard()
+        conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+        raise
+    finally:
+        normalizer.close()
+
+    distinct = conn.execute("SELECT count(*) FROM temp.import_stage").fetchone()[0]
+    report.duplicates = valid - distinct
+    try:
+        with transaction(db):
+            report.updated = conn.execute(
+                "SELECT count(*) FROM temp.import_stage s JOIN leads l"
+                " ON l.user_id = ? AND l.phone = s.phone",
+                (user["id"],),
+            ).fetchone()[0]
+            report.imported = distinct - report.updated
+            conn.execute(
+                "INSERT INTO leads (user_id, phone, name, fields, tz, created_at, updated_at)"
+                " SELECT ?, phone, name, fields, tz, ?, ? FROM temp.import_stage WHERE true"
+                " ON CONFLICT (user_id, phone) DO UPDATE SET"
+                "  name = coalesce(excluded.name, leads.name),"
+                "  fields = json_patch(leads.fields, excluded.fields),"
+                "  tz = excluded.tz,"
+                "  updated_at = excluded.updated_at"
+                " WHERE coalesce(excluded.name, leads.name) IS NOT leads.name"
+                "  OR json_patch(leads.fields, excluded.fields) IS NOT leads.fields"
+                "  OR excluded.tz IS NOT leads.tz",
+                (user["id"], stamp, stamp),
+            )
+    except BaseException:
+        if rejects_out:
+            rejects_out.discard()
+        raise
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+    if rejects_out:
+        report.rejects_file = rejects_out.keep()
+    return report
+
+
+class _Rejects:
+    """The rejected rows, written beside their destination and moved there on success."""
+
+    def __init__(self, path: str, headers: list[str]):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        self.tmp = tempfile.NamedTemporaryFile(
+            "w", delete=False, dir=directory, suffix=".tmp", encoding="utf-8", newline=""
+        )
+        self.writer = csv.writer(self.tmp)
+        self.writer.writerow(["line", "reason", *headers])
+
+    def write(self, line: int, reason: str, record: list[str]) -> None:
+        self.writer.writerow([line, reason, *record])
+
+    def keep(self) -> str:
+        self.tmp.close()
+        os.replace(self.tmp.name, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.close()
+        if os.path.exists(self.tmp.name):
+            os.unlink(self.tmp.name)
+
+
+def list_leads(db: sqlite_utils.Database, user: dict, limit: int | None = None) -> list[dict]:
+    sql = "SELECT id, phone, name, fields, tz, created_at, updated_at FROM leads WHERE user_id = ? ORDER BY id"
+    params: list = [user["id"]]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [
+        {"id": r[0], "phone": r[1], "name": r[2], "fields": json.loads(r[3]), "tz": r[4],
+         "created_at": r[5], "updated_at": r[6]}
+        for r in db.conn.execute(sql, params)
+    ]

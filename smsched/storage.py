@@ -1,0 +1,274 @@
+"""The SQLite database: one place that opens it, sets its pragmas and migrates its schema.
+
+Every time is stored as UTC Unix seconds (INTEGER for schedules, REAL where sub-second
+precision matters: when a message was sent, how long a run took).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from smsched.errors import DatabaseError, NotSmschedDatabase
+
+# "SMSC": marks a file as ours, so we never migrate somebody else's database.
+APPLICATION_ID = 0x534D5343
+# Long enough for 50 concurrent CLI writers queued behind one another and a running dispatch.
+BUSY_TIMEOUT_S = 120.0
+DEFAULT_DB = "smsched.db"
+
+MESSAGE_STATES = (
+    "scheduled",
+    "paused",
+    "claimed",
+    "sending",
+    "sent",
+    "failed",
+    "unknown",
+    "suppressed",
+    "cancelled",
+    "expired",
+)
+# States a message can still leave on its own (for campaign status and cancellation).
+PENDING_STATES = ("scheduled", "paused", "claimed", "sending")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_initial",
+        """
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            tz TEXT NOT NULL,
+            region TEXT NOT NULL,
+            sender TEXT,
+            quiet_hours TEXT NOT NULL DEFAULT '08:00-22:00',
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE leads (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            phone TEXT NOT NULL,
+            name TEXT,
+            fields TEXT NOT NULL DEFAULT '{}',
+            tz TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (user_id, phone)
+        );
+        CREATE TABLE optouts (
+            id INTEGER PRIMARY KEY,
+            phone TEXT NOT NULL,
+            -- 0 for an opt-out that covers every user, else the user's id
+            scope INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            source TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            UNIQUE (phone, scope)
+        );
+        CREATE TABLE campaigns (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            name TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            message TEXT,
+            template TEXT,
+            lang TEXT,
+            params TEXT,
+            session INTEGER NOT NULL DEFAULT 0,
+            tz TEXT NOT NULL,
+            quiet_hours TEXT NOT NULL,
+            rrule TEXT,
+            valid_for INTEGER NOT NULL,
+            gsm7 INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'active',
+            scheduled_at INTEGER NOT NULL,
+            materialized_until INTEGER,
+            encoding TEXT,
+            segments_per_message INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+            user_id INTEGER NOT NULL,
+            lead_id INTEGER,
+            phone TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            body TEXT NOT NULL,
+            params TEXT,
+            tz TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            -- position inside its campaign: claims take seq 0 of every due campaign, then seq 1...
+            seq INTEGER NOT NULL,
+            occurrence INTEGER NOT NULL,
+            scheduled_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            lease_until REAL,
+            claimed_by TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            sent_at REAL,
+            provider TEXT,
+            provider_id TEXT,
+            error TEXT,
+            updated_at REAL
+        );
+        CREATE INDEX messages_due ON messages (priority, scheduled_at / 60, seq)
+            WHERE state = 'scheduled';
+        CREATE INDEX messages_campaign ON messages (campaign_id, state);
+        CREATE INDEX messages_phone ON messages (phone);
+        CREATE INDEX messages_inflight ON messages (state, lease_until)
+            WHERE state IN ('claimed', 'sending');
+        CREATE INDEX messages_sent ON messages (sent_at) WHERE sent_at IS NOT NULL;
+        CREATE INDEX campaigns_user ON campaigns (user_id);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            clock_start REAL NOT NULL,
+            claimed INTEGER NOT NULL DEFAULT 0,
+            sent INTEGER NOT NULL DEFAULT 0,
+            retried INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            unknown INTEGER NOT NULL DEFAULT 0,
+            suppressed INTEGER NOT NULL DEFAULT 0,
+            expired INTEGER NOT NULL DEFAULT 0,
+            deferred INTEGER NOT NULL DEFAULT 0,
+            duration REAL,
+            rate REAL,
+            lag_p50 REAL,
+            lag_p95 REAL,
+            lag_p99 REAL,
+            lag_max REAL,
+            time_db REAL,
+            time_provider REAL,
+            time_rate_limit REAL,
+            time_idle REAL,
+            bottleneck TEXT,
+            summary TEXT
+        );
+        CREATE INDEX runs_started ON runs (started_at);
+        """,
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str | os.PathLike) -> sqlite_utils.Database:
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    The connection is in autocommit mode: every multi-statement write goes through
+    :func:`transaction`, which takes the write lock up front.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a database file; pass --db FILE")
+    _refuse_foreign_file(path)
+    try:
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed 'sending' mark must survive a power cut, or a message could be
+        # sent twice. Dispatch commits a few times per thousand messages, so it costs little.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA temp_store = FILE")
+        conn.execute("PRAGMA cache_size = -32000")
+    except sqlite3.DatabaseError as exc:
+        raise NotSmschedDatabase(
+            f"{path} is not an smsched database ({exc}); pass --db with another file"
+        ) from None
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    try:
+        _migrate(db, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseError(f"cannot use database {path}: {exc}") from None
+    return db
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Reject, without writing a byte, a file that is not an SQLite database."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise NotSmschedDatabase(
+            f"{path} is not an smsched database (not an SQLite file); "
+            "pass --db with another file"
+        )
+
+
+def _migrate(db: sqlite_utils.Database, path: Path) -> None:
+    conn = db.conn
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and _has_tables(conn)):
+        raise NotSmschedDatabase(
+            f"{path} is an SQLite database but not an smsched one; pass --db with another file"
+        )
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path} was written by a newer smsched (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade smsched"
+        )
+    for number, (name, sql) in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        with transaction(db):
+            # Another process may have migrated while we waited for the lock.
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current >= number:
+                continue
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would commit our transaction; split on complete statements instead.
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s]
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction that holds the write lock from its first statement."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:  # an I/O error may already have rolled it back
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def now_s() -> int:
+    return int(time.time())
