@@ -11,6 +11,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from smsched import campaigns as campaigns_lib
 from smsched import leads as leads_lib
 from smsched import optouts as optouts_lib
 from smsched import output, storage
@@ -30,6 +31,8 @@ class _Group(TyperGroup):
         except SmschedError as exc:
             if _state["traceback"]:
                 raise
+            for line in exc.details:
+                output.err.print(line, markup=False)
             output.err.print(f"error: {exc}", markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
         except sqlite3.OperationalError as exc:
@@ -61,6 +64,8 @@ optout_app = _app("The do-not-contact list.")
 app.add_typer(users_app, name="users")
 app.add_typer(leads_app, name="leads")
 app.add_typer(optout_app, name="optout")
+campaigns_app = _app("Campaigns: a message for every lead of a user, at a time.")
+app.add_typer(campaigns_app, name="campaigns")
 
 DbOption = Annotated[
     Optional[Path],
@@ -265,6 +270,168 @@ def optout_remove(phones: list[str], user: UserOption = None, db: DbOption = Non
     database = open_db(db)
     removed = optouts_lib.remove(database, phones, user=users_lib.get(database, user) if user else None)
     output.out.print(f"removed {removed} opt-out(s)", markup=False)
+
+
+# ---- campaigns ---------------------------------------------------------------------------
+
+NowOption = Annotated[Optional[str], typer.Option("--now", help="Pretend it is this instant (tests, simulations).")]
+
+
+def _now(text: str | None, tz: str = "UTC") -> float | None:
+    if text is None:
+        return None
+    from smsched.clock import parse_when
+    import time
+
+    return float(parse_when(text, tz, time.time()))
+
+
+@campaigns_app.command("create")
+def campaigns_create(
+    user: str,
+    at: Annotated[str, typer.Option("--at", help="When: '2026-11-26 09:00', '26/11/2026 09:00', now, +15m, +2h, +1d.")],
+    message: Annotated[Optional[str], typer.Option("--message", help="Text, with {field} and {field|fallback} placeholders.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name")] = None,
+    channel: Annotated[str, typer.Option(help="sms or whatsapp.")] = "sms",
+    priority: Annotated[str, typer.Option(help="urgent, normal or low.")] = "normal",
+    tz: Annotated[Optional[str], typer.Option(help="Time zone of --at (default: the user's).")] = None,
+    quiet_hours: Annotated[Optional[str], typer.Option(help="Sending window in the recipient's time, HH:MM-HH:MM or off (default: the user's).")] = None,
+    repeat: Annotated[Optional[str], typer.Option(help="RFC 5545 rule, e.g. FREQ=WEEKLY;BYDAY=MO;BYHOUR=9.")] = None,
+    valid_for: Annotated[Optional[str], typer.Option(help="Expire a message not sent this long after its time (default 6h).")] = None,
+    gsm7: Annotated[bool, typer.Option("--gsm7", help="Transliterate to GSM-7 (ç→c, ã→a) to keep SMS cheap.")] = False,
+    template: Annotated[Optional[str], typer.Option(help="WhatsApp: approved template name.")] = None,
+    lang: Annotated[Optional[str], typer.Option(help="WhatsApp: template language, e.g. pt_BR.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="WhatsApp: lead field for each body parameter, in order.")] = None,
+    session: Annotated[bool, typer.Option("--session", help="WhatsApp: free text inside the 24-hour service window.")] = False,
+    allow_past: Annotated[bool, typer.Option("--allow-past", help="Accept an --at in the past (sends at once).")] = False,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Schedule a campaign: one message per lead of USER."""
+    database = open_db(db)
+    owner = users_lib.get(database, user)
+    spec = campaigns_lib.CampaignSpec(
+        at=at, message=message, name=name, channel=channel, priority=priority, tz=tz,
+        quiet_hours=quiet_hours, repeat=repeat, valid_for=valid_for, gsm7=gsm7, template=template,
+        lang=lang, params=param or [], session=session, allow_past=allow_past,
+    )
+    report = campaigns_lib.create(database, owner, spec, now=_now(now, owner["tz"]))
+    for warning in report["warnings"]:
+        output.warn(warning)
+    if json_:
+        output.emit_json(report)
+        return
+    cost = (f"{report['encoding']}, {report['segments_per_message']} segment(s) per message, "
+            f"{report['total_segments']} in all") if report["channel"] == "sms" else "WhatsApp"
+    output.out.print(
+        f"campaign {report['id']} {report['name']!r}: {report['recipients']} recipients at "
+        f"{report['scheduled_local']} ({report['scheduled_at']}); {report['suppressed']} opted out; "
+        f"{report['moved_by_quiet_hours']} moved by quiet hours; {cost}", markup=False)
+
+
+@campaigns_app.command("import")
+def campaigns_import(
+    file: Annotated[str, typer.Argument(help="CSV with user, at, message [, channel, priority, name, tz, ...].")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Create the good rows even if some are bad.")] = False,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Create many campaigns from one CSV, in one transaction."""
+    report = campaigns_lib.import_csv(open_db(db), file, skip_bad=skip_bad, now=_now(now))
+    for line in report["bad"]:
+        output.warn(f"skipped {line}")
+    if report["ignored_columns"]:
+        output.warn(f"ignored columns: {', '.join(report['ignored_columns'])}")
+    if json_:
+        output.emit_json({k: v for k, v in report.items() if k != "ids"} | {"ids": report["ids"]})
+        return
+    output.out.print(
+        f"created {report['campaigns']} campaigns, {report['messages']} messages "
+        f"({report['suppressed']} opted out, {report['moved_by_quiet_hours']} moved by quiet hours)", markup=False)
+
+
+@campaigns_app.command("list")
+def campaigns_list(
+    user: Annotated[Optional[str], typer.Option("--user")] = None,
+    status: Annotated[Optional[str], typer.Option(help="scheduled, sending, completed, paused or cancelled.")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """List campaigns with their message counts."""
+    database = open_db(db)
+    rows = campaigns_lib.list_campaigns(database, user=users_lib.get(database, user) if user else None, status=status)
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["id", "user", "name", "channel", "status", "at (local)", "total", "scheduled", "sent", "failed"],
+                 [(r["id"], r["user"], r["name"], r["channel"], r["status"], r["scheduled_local"], r["total"],
+                   r["scheduled"], r["sent"], r["failed"]) for r in rows])
+
+
+@campaigns_app.command("show")
+def campaigns_show(campaign: int, now: NowOption = None, db: DbOption = None, json_: JsonOption = False) -> None:
+    """A campaign's details, counts per state and next occurrences."""
+    data = campaigns_lib.show(open_db(db), campaign, now=_now(now))
+    if json_:
+        output.emit_json(data)
+        return
+    for key in ("id", "user", "name", "channel", "priority", "status", "scheduled_local", "tz", "quiet_hours",
+                "repeat", "template", "message", "encoding", "segments_per_message", "pending_from", "pending_until"):
+        if data.get(key) is not None:
+            output.out.print(f"{key:>22}: {data[key]}", markup=False)
+    output.out.print(f"{'messages':>22}: " + ", ".join(f"{s} {n}" for s, n in sorted(data["counts"].items())), markup=False)
+    for when in data["next_occurrences"]:
+        output.out.print(f"{'next':>22}: {when}", markup=False)
+
+
+@campaigns_app.command("preview")
+def campaigns_preview(campaign: int, limit: Annotated[int, typer.Option()] = 5, db: DbOption = None, json_: JsonOption = False) -> None:
+    """The first rendered messages, exactly as they will be sent."""
+    rows = campaigns_lib.preview(open_db(db), campaign, limit=limit)
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["phone", "recipient time", "state", "cost", "body"],
+                 [(r["phone"], r["recipient_local"], r["state"],
+                   f"{r['encoding']} ×{r['segments']}" if r["encoding"] else "", r["body"]) for r in rows])
+
+
+def _control(action):
+    def command(campaign: int, db: DbOption = None, json_: JsonOption = False) -> None:
+        result = getattr(campaigns_lib, action)(open_db(db), campaign)
+        if json_:
+            output.emit_json(result)
+        else:
+            output.out.print(f"campaign {result['id']}: {result['status']} (was {result['was']}; "
+                             f"{result['messages_changed']} messages changed)", markup=False)
+    command.__doc__ = {"pause": "Pause: nothing more is sent until resume.",
+                       "resume": "Resume a paused campaign.",
+                       "cancel": "Cancel the messages not yet sent (sent ones are untouched)."}[action]
+    return command
+
+
+for _action in ("pause", "resume", "cancel"):
+    campaigns_app.command(_action)(_control(_action))
+
+
+@campaigns_app.command("reschedule")
+def campaigns_reschedule(
+    campaign: int,
+    at: Annotated[str, typer.Option("--at")],
+    allow_past: Annotated[bool, typer.Option("--allow-past")] = False,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Move the messages not yet sent to a new time (quiet hours applied again)."""
+    result = campaigns_lib.reschedule(open_db(db), campaign, at, allow_past=allow_past, now=_now(now))
+    if json_:
+        output.emit_json(result)
+    else:
+        output.out.print(f"campaign {result['id']}: {result['messages_rescheduled']} messages now at "
+                         f"{result['scheduled_local']}", markup=False)
 
 
 def main() -> None:

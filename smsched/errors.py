@@ -19,8 +19,10 @@ class SmschedError(Exception):
 
     exit_code = ExitCode.ERROR
 
-    def __init__(self, message: str | None = None):
+    def __init__(self, message: str | None = None, details: list[str] | None = None):
         super().__init__(message or self.__doc__)
+        # Lines printed before the message, e.g. each bad row of a file.
+        self.details = details or []
 
 
 class UsageError(SmschedError):
