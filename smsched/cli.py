@@ -66,6 +66,14 @@ app.add_typer(leads_app, name="leads")
 app.add_typer(optout_app, name="optout")
 campaigns_app = _app("Campaigns: a message for every lead of a user, at a time.")
 app.add_typer(campaigns_app, name="campaigns")
+messages_app = _app("Messages: who got what, when, and why not.")
+app.add_typer(messages_app, name="messages")
+sandbox_app = _app("A local provider on 127.0.0.1 for the demo, tests, staging and load tests.")
+app.add_typer(sandbox_app, name="sandbox")
+config_app = _app("Provider configuration (smsched.toml and environment).")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", envvar="SMSCHED_CONFIG", help="smsched.toml [env SMSCHED_CONFIG; default ./smsched.toml]")]
 
 DbOption = Annotated[
     Optional[Path],
@@ -432,6 +440,212 @@ def campaigns_reschedule(
     else:
         output.out.print(f"campaign {result['id']}: {result['messages_rescheduled']} messages now at "
                          f"{result['scheduled_local']}", markup=False)
+
+
+# ---- dispatch ----------------------------------------------------------------------------
+
+
+@app.command()
+def dispatch(
+    provider: Annotated[Optional[str], typer.Option(help="Send every channel it can carry through this provider.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent requests (default [dispatch] workers, 32).")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Messages/second per provider, overriding the configuration.")] = None,
+    time_budget: Annotated[str, typer.Option(help="Keep sending what falls due for this long, then exit (0: only what is due now).")] = "55s",
+    max_campaigns: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N campaigns this run.")] = None,
+    max_per_campaign: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N messages per campaign.")] = None,
+    parallel: Annotated[Optional[int], typer.Option(help="The seed's cycle: campaigns sent at a time.")] = None,
+    batch_delay: Annotated[str, typer.Option(help="The seed's cycle: pause between batches, e.g. 200ms.")] = "0ms",
+    lease: Annotated[str, typer.Option(help="How long a claim is held before another run may recover it.")] = "5m",
+    concurrent: Annotated[bool, typer.Option("--concurrent", help="Share the work with dispatchers already running.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent now; change nothing.")] = False,
+    now: NowOption = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Send every message that is due (run it from cron every minute)."""
+    from smsched import config as config_lib
+    from smsched import dispatch as dispatch_lib
+    from smsched.clock import parse_duration
+
+    database = open_db(db)
+    at = _now(now)
+    if dry_run:
+        result = dispatch_lib.preview_due(database, now=at)
+        if json_:
+            output.emit_json(result)
+            return
+        output.out.print(f"{result['due']} message(s) due at {result['now']}", markup=False)
+        output.table(None, ["campaign", "user", "due", "oldest due"],
+                     [(f"{c['campaign_id']} {c['campaign']}", c["user"], c["due"], c["oldest_due"]) for c in result["campaigns"]])
+        for m in result["first"]:
+            output.out.print(f"  {m['phone']} [{m['channel']}] {m['body']}", markup=False)
+        return
+    options = dispatch_lib.DispatchOptions(
+        provider=provider, workers=workers, rate=rate, time_budget=parse_duration(time_budget, what="--time-budget"),
+        max_campaigns=max_campaigns, max_per_campaign=max_per_campaign, parallel=parallel,
+        batch_delay=parse_duration(batch_delay, what="--batch-delay"), lease=parse_duration(lease, what="--lease"),
+        concurrent=concurrent, now=at,
+    )
+    from smsched.progress import DispatchDisplay
+
+    display = DispatchDisplay(database, at, enabled=not json_)
+    with display:
+        summary = dispatch_lib.dispatch(database, str(db or _state["db"] or storage.DEFAULT_DB),
+                                        config_lib.load(config), options, progress=display.event)
+    data = summary.as_dict()
+    if json_:
+        output.emit_json(data)
+    else:
+        display.final(summary)
+    if summary.exit_code:
+        raise typer.Exit(int(summary.exit_code))
+
+
+@app.command()
+def retry(
+    unknown: Annotated[bool, typer.Option("--unknown", help="Requeue messages whose outcome is unknown (may resend).")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Requeue failed messages.")] = False,
+    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Requeue unknown or failed messages on the operator's word."""
+    from smsched import messages as messages_lib
+
+    states = [s for s, on in (("unknown", unknown), ("failed", failed)) if on]
+    result = messages_lib.retry(open_db(db), states=states, campaign=campaign, now=_now(now))
+    if json_:
+        output.emit_json(result)
+    else:
+        output.out.print(f"requeued {result['requeued']} message(s) ({' and '.join(states)}) for {result['at']}", markup=False)
+
+
+@messages_app.command("list")
+def messages_list(
+    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    user: Annotated[Optional[str], typer.Option("--user")] = None,
+    state: Annotated[Optional[str], typer.Option("--state")] = None,
+    phone: Annotated[Optional[str], typer.Option("--phone", help="As typed; normalised with the user's region (BR without --user).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most N (default: all).")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Per message: campaign, user, phone, state, times, attempts, provider id, last error."""
+    from smsched import messages as messages_lib
+    from smsched import phones
+
+    database = open_db(db)
+    owner = users_lib.get(database, user) if user else None
+    number = phones.normalize_or_fail(phone, owner["region"] if owner else "BR") if phone else None
+    rows = messages_lib.list_messages(database, campaign=campaign, user=owner, state=state, phone=number, limit=limit)
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["id", "campaign", "user", "phone", "state", "scheduled (UTC)", "sent (UTC)", "tries", "provider id", "error"],
+                 [(r["id"], r["campaign_id"], r["user"], r["phone"], r["state"], r["scheduled_at"], r["sent_at"],
+                   r["attempts"], r["provider_id"], r["error"]) for r in rows])
+
+
+# ---- sandbox and configuration -----------------------------------------------------------
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8787,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Delay every answer this long.")] = 0.0,
+    fail_rate: Annotated[float, typer.Option(help="Fraction answered HTTP 500.")] = 0.0,
+    rate_limit: Annotated[int, typer.Option(help="Answer 429 with Retry-After above N requests/second (0: none).")] = 0,
+    hang_rate: Annotated[float, typer.Option(help="Fraction that hang past the client's timeout.")] = 0.0,
+    hang_ms: Annotated[float, typer.Option(help="How long a hang lasts.")] = 30000.0,
+    token: Annotated[Optional[str], typer.Option(help="Accept only this auth token / password (default: any).")] = None,
+    webhook_secret: Annotated[Optional[str], typer.Option(help="Check X-Smsched-Signature with this secret.")] = None,
+    sandbox_db: Annotated[Optional[Path], typer.Option("--db", help="Store received messages in this SQLite file.")] = None,
+) -> None:
+    """Run the local provider in the foreground (Ctrl-C stops it)."""
+    from smsched.sandbox import SandboxServer
+
+    server = SandboxServer(host=host, port=port, db_path=str(sandbox_db) if sandbox_db else None,
+                           latency_ms=latency_ms, fail_rate=fail_rate, rate_limit=rate_limit, hang_rate=hang_rate,
+                           hang_ms=hang_ms, token=token, webhook_secret=webhook_secret)
+    output.info(f"sandbox listening on {server.url} (Twilio, WhatsApp Cloud API and /webhook); Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@sandbox_app.command("messages")
+def sandbox_messages(
+    sandbox_db: Annotated[Optional[Path], typer.Option("--db", help="The file given to `sandbox serve --db`.")] = None,
+    url: Annotated[str, typer.Option(help="Or ask a running sandbox.")] = "http://127.0.0.1:8787",
+    json_: JsonOption = False,
+) -> None:
+    """What the sandbox received."""
+    from smsched import sandbox
+
+    if sandbox_db:
+        if not sandbox_db.exists():
+            raise _usage(f"{sandbox_db}: no such file; give the path passed to `sandbox serve --db`")
+        rows = sandbox.read_messages(str(sandbox_db))
+    else:
+        import requests
+
+        try:
+            rows = requests.get(f"{url.rstrip('/')}/_sandbox/messages", timeout=10).json()
+        except requests.RequestException as exc:
+            raise _usage(f"no sandbox answering at {url} ({type(exc).__name__}); start one with `smsched sandbox serve`") from None
+    if json_:
+        output.emit_json(rows)
+        return
+    output.table(None, ["received (UTC)", "api", "to", "status", "body"],
+                 [(iso_utc(r["received_at"]), r["api"], r["to"], r["status"], r["body"]) for r in rows])
+
+
+def _usage(message: str):
+    from smsched.errors import UsageError
+
+    return UsageError(message)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None, json_: JsonOption = False) -> None:
+    """The effective configuration, secrets masked."""
+    from smsched import config as config_lib
+
+    view = config_lib.load(config).masked()
+    if json_:
+        output.emit_json(view)
+        return
+    output.out.print(f"# source: {view.pop('source') or '(defaults and environment only)'}", markup=False)
+    for section in ("channels", "dispatch"):
+        output.out.print(f"[{section}]", markup=False)
+        for key, value in view[section].items():
+            output.out.print(f"{key} = {value!r}", markup=False)
+    for name, settings in view["providers"].items():
+        output.out.print(f"[providers.{name}]", markup=False)
+        for key, value in settings.items():
+            output.out.print(f"{key} = {value!r}", markup=False)
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None, json_: JsonOption = False) -> None:
+    """Verify each routed provider's settings and credentials, sending nothing."""
+    from smsched import config as config_lib
+    from smsched.providers import checks
+
+    results = checks.check(config_lib.load(config))
+    if json_:
+        output.emit_json(results)
+    else:
+        for r in results:
+            output.out.print(f"{r['provider']:<9} {r['status']:<8} {r['detail']}", markup=False)
+    if any(r["status"] == "error" for r in results):
+        raise typer.Exit(int(ExitCode.ERROR))
 
 
 def main() -> None:

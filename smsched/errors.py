@@ -11,7 +11,8 @@ class ExitCode(IntEnum):
     SUCCESS = 0
     ERROR = 1  # runtime failure: unreadable database, disk full, provider configuration rejected
     USAGE = 2  # the user's input was wrong: nothing was changed
-    CTRL_C = 130
+    CTRL_C = 130  # interrupted with Ctrl-C (SIGINT)
+    TERMINATED = 143  # stopped by SIGTERM, after finishing what was in flight
 
 
 class SmschedError(Exception):
@@ -51,7 +52,7 @@ class NotSmschedDatabase(UsageError):
     """The file is not an smsched database"""
 
 
-class ConfigError(SmschedError):
+class ConfigError(UsageError):
     """The configuration is not usable"""
 
 

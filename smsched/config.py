@@ -1,0 +1,164 @@
+"""Configuration: ``smsched.toml`` (``--config`` / ``SMSCHED_CONFIG``, else ./smsched.toml if it
+exists), with secrets from the environment taking precedence. Nothing here ever prints a secret:
+``masked()`` is the only view meant for people.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+
+from smsched import clock
+from smsched.errors import ConfigError, UsageError
+from smsched.providers import REGISTRY, Provider
+
+DEFAULT_PATH = "smsched.toml"
+
+DEFAULTS: dict = {
+    "channels": {"sms": "twilio", "whatsapp": "whatsapp"},
+    "dispatch": {
+        "workers": 32,
+        "batch": 1000,
+        "max_attempts": 5,
+        "retry_base": "30s",
+        "retry_cap": "1h",
+        # "unknown": an ambiguous answer is never resent (at-most-once); "retry": at-least-once.
+        "ambiguous": "unknown",
+        "breaker_threshold": 20,
+        "connect_timeout": "3s",
+        "read_timeout": "10s",
+        "lease": "5m",
+        "http_client": "urllib3",
+        "time_budget": "55s",
+    },
+    "providers": {
+        "twilio": {"base_url": "https://api.twilio.com", "rate": 10},
+        "whatsapp": {"base_url": "https://graph.facebook.com", "api_version": "v23.0", "rate": 80},
+        "webhook": {"rate": 100},
+    },
+}
+
+ENVIRONMENT = {
+    ("twilio", "account_sid"): "TWILIO_ACCOUNT_SID",
+    ("twilio", "auth_token"): "TWILIO_AUTH_TOKEN",
+    ("twilio", "from"): "TWILIO_FROM",
+    ("twilio", "messaging_service_sid"): "TWILIO_MESSAGING_SERVICE_SID",
+    ("whatsapp", "token"): "WHATSAPP_TOKEN",
+    ("whatsapp", "phone_number_id"): "WHATSAPP_PHONE_NUMBER_ID",
+    ("webhook", "url"): "SMSCHED_WEBHOOK_URL",
+    ("webhook", "secret"): "SMSCHED_WEBHOOK_SECRET",
+}
+SECRET_KEYS = {"auth_token", "token", "secret", "password", "api_key"}
+
+
+class Config:
+    def __init__(self, data: dict, source: str | None):
+        self.data, self.source = data, source
+        for channel, provider in data["channels"].items():
+            if provider not in REGISTRY:
+                raise ConfigError(
+                    f"[channels] {channel} = {provider!r}: unknown provider; use one of {', '.join(REGISTRY)}"
+                )
+        for name, settings in data["providers"].items():
+            for key in ("rate", "burst", "sender_rate"):
+                if key in settings and not (isinstance(settings[key], (int, float)) and settings[key] > 0):
+                    raise ConfigError(f"[providers.{name}] {key} must be a positive number, not {settings[key]!r}")
+        d = data["dispatch"]
+        if d["ambiguous"] not in ("unknown", "retry"):
+            raise ConfigError(f"[dispatch] ambiguous = {d['ambiguous']!r}: use \"unknown\" or \"retry\"")
+        if d["http_client"] not in ("urllib3", "requests"):
+            raise ConfigError(f"[dispatch] http_client = {d['http_client']!r}: use \"urllib3\" or \"requests\"")
+
+    def route(self, channel: str) -> str:
+        return self.data["channels"].get(channel, "")
+
+    def provider(self, name: str) -> Provider:
+        if name not in REGISTRY:
+            raise UsageError(f"unknown provider {name!r}: use one of {', '.join(REGISTRY)}")
+        return REGISTRY[name](self.data["providers"].get(name, {}))
+
+    def seconds(self, key: str) -> float:
+        return clock.parse_duration(str(self.data["dispatch"][key]), what=f"[dispatch] {key}")
+
+    def dispatch(self, key: str):
+        return self.data["dispatch"][key]
+
+    def masked(self) -> dict:
+        view = copy.deepcopy(self.data)
+        for settings in view["providers"].values():
+            for key, value in list(settings.items()):
+                if key in SECRET_KEYS and value:
+                    settings[key] = mask(str(value))
+        view["source"] = self.source
+        return view
+
+
+def mask(value: str) -> str:
+    """A secret as people may see it: that it is set, never any of it."""
+    return "******** (set)" if value else ""
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    explicit = path or os.environ.get("SMSCHED_CONFIG")
+    candidate = Path(explicit) if explicit else Path(DEFAULT_PATH)
+    data = copy.deepcopy(DEFAULTS)
+    source = None
+    if candidate.exists():
+        try:
+            with open(candidate, "rb") as f:
+                _merge(data, tomllib.load(f))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{candidate}: {exc}; fix the TOML syntax") from None
+        except OSError as exc:
+            raise ConfigError(f"{candidate}: cannot read it ({exc.strerror})") from None
+        source = str(candidate)
+    elif explicit:
+        raise ConfigError(f"{candidate}: no such configuration file (from --config or SMSCHED_CONFIG)")
+    for (provider, key), variable in ENVIRONMENT.items():
+        value = os.environ.get(variable)
+        if value:
+            data["providers"].setdefault(provider, {})[key] = value
+    return Config(data, source)
+
+
+def write_example(path: str | os.PathLike, *, base_url: str, rate: float = 2000) -> None:
+    """A working smsched.toml whose providers all point at a sandbox (the demo's)."""
+    text = f"""# smsched configuration (written by `smsched demo`): every provider points at the sandbox.
+[channels]
+sms = "twilio"
+whatsapp = "whatsapp"
+
+[dispatch]
+workers = 32
+
+[providers.twilio]
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "sandbox-token-not-a-secret"
+from = "+15005550006"
+base_url = "{base_url}"
+rate = {rate}
+
+[providers.whatsapp]
+token = "sandbox-token-not-a-secret"
+phone_number_id = "100000000000001"
+api_version = "v23.0"
+base_url = "{base_url}"
+rate = {rate}
+
+[providers.webhook]
+url = "{base_url}/webhook"
+secret = "sandbox-webhook-secret"
+rate = {rate}
+"""
+    Path(path).write_text(text, encoding="utf-8")

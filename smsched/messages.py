@@ -1,0 +1,77 @@
+"""Who got what: the per-message audit trail, and requeueing on the operator's word."""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from smsched import clock
+from smsched.errors import UsageError
+from smsched.storage import MESSAGE_STATES, now_s, transaction
+
+
+def list_messages(
+    db: sqlite_utils.Database,
+    *,
+    campaign: int | None = None,
+    user: dict | None = None,
+    state: str | None = None,
+    phone: str | None = None,
+    limit: int | None = None,
+) -> list[dict]:
+    where, params = [], []
+    if campaign is not None:
+        where.append("m.campaign_id = ?")
+        params.append(campaign)
+    if user is not None:
+        where.append("m.user_id = ?")
+        params.append(user["id"])
+    if state is not None:
+        if state not in MESSAGE_STATES:
+            raise UsageError(f"unknown state {state!r}: use one of {', '.join(MESSAGE_STATES)}")
+        where.append("m.state = ?")
+        params.append(state)
+    if phone is not None:
+        where.append("m.phone = ?")
+        params.append(phone)
+    sql = (
+        "SELECT m.id, m.campaign_id, u.name, m.phone, m.channel, m.state, m.scheduled_at, m.sent_at,"
+        " m.attempts, m.provider, m.provider_id, m.error, m.body FROM messages m JOIN users u ON u.id = m.user_id"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY m.scheduled_at, m.id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [
+        {
+            "id": r[0], "campaign_id": r[1], "user": r[2], "phone": r[3], "channel": r[4], "state": r[5],
+            "scheduled_at": clock.iso_utc(r[6]), "sent_at": clock.iso_utc(r[7]), "attempts": r[8],
+            "provider": r[9], "provider_id": r[10], "error": r[11], "body": r[12],
+        }
+        for r in db.conn.execute(sql, params)
+    ]
+
+
+def retry(
+    db: sqlite_utils.Database,
+    *,
+    states: list[str],
+    campaign: int | None = None,
+    now: float | None = None,
+) -> dict:
+    """Requeue unknown and/or failed messages to go out now (opt-outs are checked again at send)."""
+    if not states:
+        raise UsageError("say what to requeue: --unknown, --failed, or both")
+    stamp = int(now if now is not None else now_s())
+    sql = (
+        "UPDATE messages SET state = 'scheduled', scheduled_at = ?, expires_at = max(expires_at, ? + 21600),"
+        " attempts = 0, lease_until = NULL, updated_at = ? WHERE state IN ({})".format(",".join("?" * len(states)))
+    )
+    params: list = [stamp, stamp, stamp, *states]
+    if campaign is not None:
+        sql += " AND campaign_id = ?"
+        params.append(campaign)
+    with transaction(db):
+        changed = db.conn.execute(sql, params).rowcount
+    return {"requeued": changed, "states": states, "campaign": campaign, "at": clock.iso_utc(stamp)}

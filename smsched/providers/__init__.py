@@ -1,0 +1,10 @@
+"""Providers: how a message leaves the machine, and what each answer means."""
+
+from smsched.providers.base import (  # noqa: F401
+    ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, HttpRequest, OutMessage, Outcome, Provider,
+)
+from smsched.providers.twilio import Twilio
+from smsched.providers.webhook import Webhook
+from smsched.providers.whatsapp import WhatsApp
+
+REGISTRY: dict[str, type[Provider]] = {"twilio": Twilio, "whatsapp": WhatsApp, "webhook": Webhook}

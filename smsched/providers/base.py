@@ -1,0 +1,136 @@
+"""What every provider shares: the message it is handed, the request it builds, and the one
+outcome each answer means.
+
+Outcomes:
+- ACCEPTED: the provider took the message (we keep its id).
+- RETRY: not taken, try again later (after ``retry_after`` seconds when the provider said so).
+- PERMANENT: will never be taken (code and reason kept; ``opt_out`` when the person opted out).
+- UNKNOWN: the request may have reached the provider (HTTP 500, read timeout, connection
+  reset after sending). Never resent automatically; ``[dispatch] ambiguous = "retry"`` opts in
+  to at-least-once.
+- CONFIG: our credentials or settings were refused: stop the run, leave messages scheduled.
+"""
+
+from __future__ import annotations
+
+import abc
+import email.utils
+import json
+import time
+from dataclasses import dataclass, field
+
+ACCEPTED, RETRY, PERMANENT, UNKNOWN, CONFIG = "accepted", "retry", "permanent", "unknown", "config"
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    id: int
+    phone: str
+    channel: str
+    body: str
+    params: list[str] | None = None
+    template: str | None = None
+    lang: str | None = None
+    campaign_id: int | None = None
+    user: str | None = None
+    sender: str | None = None
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    provider_id: str | None = None
+    retry_after: float | None = None
+    code: str | None = None
+    reason: str | None = None
+    opt_out: bool = False
+
+    @property
+    def error(self) -> str | None:
+        if self.kind == ACCEPTED:
+            return None
+        return " ".join(p for p in (f"[{self.code}]" if self.code else "", self.reason or "") if p) or self.kind
+
+
+class Provider(abc.ABC):
+    """Turns an OutMessage into an HttpRequest, and an HTTP answer into an Outcome."""
+
+    name = "provider"
+    channels: tuple[str, ...] = ()
+    # Documented defaults, overridable per provider in smsched.toml.
+    default_rate = 10.0
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.rate = float(settings.get("rate") or self.default_rate)
+        self.burst = int(settings.get("burst") or max(1, int(self.rate)))
+        self.sender_rate = float(settings.get("sender_rate") or 0) or None
+
+    @abc.abstractmethod
+    def build(self, message: OutMessage) -> HttpRequest:
+        """The HTTP request that sends this message."""
+
+    @abc.abstractmethod
+    def classify(self, status: int, headers: dict, body: bytes) -> Outcome:
+        """What an HTTP answer to build()'s request means."""
+
+    def check_request(self) -> HttpRequest | None:
+        """A request that proves the credentials without sending anything (None: not possible)."""
+        return None
+
+    def sender_for(self, message: OutMessage) -> str:
+        return message.sender or ""
+
+    def missing_settings(self) -> list[str]:
+        return []
+
+
+def retry_after_seconds(headers: dict, default: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date."""
+    value = _header(headers, "retry-after")
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else default
+
+
+def _header(headers: dict, name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def json_body(body: bytes) -> dict:
+    try:
+        data = json.loads(body.decode("utf-8", "replace") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def by_status(status: int, headers: dict, reason: str | None, code: str | None = None) -> Outcome:
+    """The outcome an HTTP status means when the body names no code we know."""
+    if 200 <= status < 300:
+        return Outcome(ACCEPTED)
+    if status in (401, 403):
+        return Outcome(CONFIG, code=code or str(status), reason=reason or "credentials refused")
+    if status == 429:
+        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "429", reason=reason or "rate limited")
+    if status == 503:
+        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "503", reason=reason or "service unavailable")
+    if status >= 500 or status in (408,):
+        return Outcome(UNKNOWN, code=code or str(status), reason=reason or f"HTTP {status}: the provider may have sent it")
+    return Outcome(PERMANENT, code=code or str(status), reason=reason or f"HTTP {status}")

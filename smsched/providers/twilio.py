@@ -1,0 +1,93 @@
+"""Twilio Programmable Messaging (API 2010-04-01): form-encoded Create Message, HTTP Basic."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote, urlencode
+
+from smsched.providers.base import (
+    ACCEPTED, CONFIG, PERMANENT, RETRY, HttpRequest, OutMessage, Outcome, Provider, by_status,
+    json_body, retry_after_seconds,
+)
+
+# Twilio error code -> (outcome, opt-out, default back-off seconds)
+CODES: dict[int, tuple[str, bool, float | None]] = {
+    20429: (RETRY, False, None),      # too many requests
+    21611: (RETRY, False, 60.0),      # the From number's queue is full
+    30001: (RETRY, False, 60.0),      # queue overflow
+    21211: (PERMANENT, False, None),  # invalid 'To' number
+    21614: (PERMANENT, False, None),  # 'To' is not a mobile number
+    21612: (PERMANENT, False, None),  # cannot route to this number
+    21408: (PERMANENT, False, None),  # region not enabled
+    21610: (PERMANENT, True, None),   # the recipient replied STOP: unsubscribed
+    20003: (CONFIG, False, None),     # authentication failed
+    20404: (CONFIG, False, None),     # account or resource not found
+    21606: (CONFIG, False, None),     # 'From' is not a number of this account
+    21659: (CONFIG, False, None),     # 'From' is not a valid sender
+    21703: (CONFIG, False, None),     # messaging service has no senders
+}
+
+
+class Twilio(Provider):
+    name = "twilio"
+    channels = ("sms", "whatsapp")
+    default_rate = 10.0
+
+    def missing_settings(self) -> list[str]:
+        missing = [k for k in ("account_sid", "auth_token") if not self.settings.get(k)]
+        if not (self.settings.get("from") or self.settings.get("messaging_service_sid")):
+            missing.append("from (or messaging_service_sid)")
+        return missing
+
+    @property
+    def _base(self) -> str:
+        return self.settings.get("base_url", "https://api.twilio.com").rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        pair = f"{self.settings['account_sid']}:{self.settings['auth_token']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode(), "Accept": "application/json"}
+
+    def sender_for(self, message: OutMessage) -> str:
+        return message.sender or self.settings.get("from") or self.settings.get("messaging_service_sid", "")
+
+    def build(self, message: OutMessage) -> HttpRequest:
+        whatsapp = message.channel == "whatsapp"
+        to = f"whatsapp:{message.phone}" if whatsapp else message.phone
+        form: dict[str, str] = {"To": to}
+        sender = message.sender or self.settings.get("from")
+        if sender:
+            form["From"] = f"whatsapp:{sender}" if whatsapp and not sender.startswith("whatsapp:") else sender
+        else:
+            form["MessagingServiceSid"] = self.settings["messaging_service_sid"]
+        if whatsapp and message.template and message.template.startswith("HX"):
+            # Twilio sends WhatsApp templates as Content API items: ContentSid + numbered variables.
+            form["ContentSid"] = message.template
+            form["ContentVariables"] = json.dumps({str(i + 1): v for i, v in enumerate(message.params or [])})
+        else:
+            form["Body"] = message.body
+        if self.settings.get("status_callback"):
+            form["StatusCallback"] = self.settings["status_callback"]
+        url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}/Messages.json"
+        headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}
+        return HttpRequest("POST", url, headers, urlencode(form).encode())
+
+    def check_request(self) -> HttpRequest:
+        url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}.json"
+        return HttpRequest("GET", url, self._headers())
+
+    def classify(self, status: int, headers: dict, body: bytes) -> Outcome:
+        data = json_body(body)
+        if 200 <= status < 300:
+            return Outcome(ACCEPTED, provider_id=str(data.get("sid") or ""))
+        code = data.get("code")
+        message = data.get("message")
+        try:
+            code = int(code) if code is not None else None
+        except (TypeError, ValueError):
+            code = None
+        if code in CODES:
+            kind, opt_out, backoff = CODES[code]
+            return Outcome(kind, code=str(code), reason=message, opt_out=opt_out,
+                           retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
+        return by_status(status, headers, message, str(code) if code else None)

@@ -1,0 +1,93 @@
+"""Meta WhatsApp Cloud API: JSON to /{version}/{phone-number-id}/messages, Bearer token."""
+
+from __future__ import annotations
+
+import json
+
+from smsched.providers.base import (
+    ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, HttpRequest, OutMessage, Outcome, Provider,
+    by_status, json_body, retry_after_seconds,
+)
+
+# Graph API error code -> (outcome, opt-out, default back-off seconds)
+CODES: dict[int, tuple[str, bool, float | None]] = {
+    130429: (RETRY, False, 60.0),     # throughput limit reached
+    131056: (RETRY, False, 60.0),     # too many messages to this pair of numbers
+    80007: (RETRY, False, 300.0),     # WhatsApp Business Account rate limit
+    4: (RETRY, False, 300.0),         # application request limit
+    131026: (PERMANENT, False, None), # undeliverable
+    131047: (PERMANENT, False, None), # more than 24 hours since the customer last replied
+    131051: (PERMANENT, False, None), # unsupported message type
+    132000: (PERMANENT, False, None), # template parameter count mismatch
+    132001: (PERMANENT, False, None), # template does not exist
+    100: (PERMANENT, False, None),    # invalid parameter
+    131050: (PERMANENT, True, None),  # the person stopped marketing messages
+    190: (CONFIG, False, None),       # access token expired or invalid
+    10: (CONFIG, False, None),        # permission denied
+    200: (CONFIG, False, None),       # permission denied
+    131031: (CONFIG, False, None),    # business account locked
+    131000: (UNKNOWN, False, None),   # something went wrong
+}
+
+
+class WhatsApp(Provider):
+    name = "whatsapp"
+    channels = ("whatsapp",)
+    default_rate = 80.0
+
+    def missing_settings(self) -> list[str]:
+        return [k for k in ("token", "phone_number_id") if not self.settings.get(k)]
+
+    @property
+    def _base(self) -> str:
+        base = self.settings.get("base_url", "https://graph.facebook.com").rstrip("/")
+        return f"{base}/{self.settings.get('api_version', 'v23.0')}/{self.settings['phone_number_id']}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings['token']}", "Accept": "application/json"}
+
+    def sender_for(self, message: OutMessage) -> str:
+        return str(self.settings.get("phone_number_id", ""))
+
+    def build(self, message: OutMessage) -> HttpRequest:
+        payload: dict = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": message.phone.lstrip("+"),
+        }
+        if message.template:
+            template: dict = {
+                "name": message.template,
+                "language": {"policy": "deterministic", "code": message.lang or "pt_BR"},
+            }
+            if message.params:
+                template["components"] = [{
+                    "type": "body",
+                    "parameters": [{"type": "text", "text": value} for value in message.params],
+                }]
+            payload |= {"type": "template", "template": template}
+        else:
+            payload |= {"type": "text", "text": {"body": message.body, "preview_url": False}}
+        headers = self._headers() | {"Content-Type": "application/json"}
+        return HttpRequest("POST", f"{self._base}/messages", headers,
+                           json.dumps(payload, ensure_ascii=False).encode())
+
+    def check_request(self) -> HttpRequest:
+        return HttpRequest("GET", self._base, self._headers())
+
+    def classify(self, status: int, headers: dict, body: bytes) -> Outcome:
+        data = json_body(body)
+        if 200 <= status < 300:
+            messages = data.get("messages") or [{}]
+            return Outcome(ACCEPTED, provider_id=str(messages[0].get("id") or ""))
+        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        message = error.get("message") or error.get("error_user_msg")
+        try:
+            code = int(error.get("code")) if error.get("code") is not None else None
+        except (TypeError, ValueError):
+            code = None
+        if code in CODES:
+            kind, opt_out, backoff = CODES[code]
+            return Outcome(kind, code=str(code), reason=message, opt_out=opt_out,
+                           retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
+        return by_status(status, headers, message, str(code) if code else None)
