@@ -648,5 +648,208 @@ def config_check(config: ConfigOption = None, json_: JsonOption = False) -> None
         raise typer.Exit(int(ExitCode.ERROR))
 
 
+# ---- monitoring --------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    user: Annotated[Optional[str], typer.Option("--user")] = None,
+    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    since: Annotated[str, typer.Option(help="Window for rates, lag and failures.")] = "1h",
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place, like top (Ctrl-C stops).")] = False,
+    prometheus: Annotated[Optional[Path], typer.Option("--prometheus", help="Write node_exporter textfile metrics here (atomically).")] = None,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Messages by state, backlog, throughput, lag, recent runs, failures, busiest users."""
+    import time as time_mod
+
+    from smsched import stats as stats_lib
+    from smsched.clock import parse_duration
+
+    database = open_db(db)
+    owner = users_lib.get(database, user) if user else None
+    window = parse_duration(since, what="--since")
+    at = _now(now)
+
+    def gather() -> dict:
+        return stats_lib.collect(database, now=at if at is not None else time_mod.time(), user=owner,
+                                 campaign=campaign, since=window)
+
+    if watch:
+        from rich.live import Live
+
+        with Live(_stats_view(gather()), console=output.out, screen=False, auto_refresh=False) as live:
+            try:
+                while True:
+                    time_mod.sleep(2)
+                    live.update(_stats_view(gather()), refresh=True)
+            except KeyboardInterrupt:
+                return
+    data = gather()
+    if prometheus:
+        stats_lib.write_prometheus(str(prometheus), data)
+    if json_:
+        output.emit_json(data)
+    elif not prometheus:
+        output.out.print(_stats_view(data))
+
+
+def _stats_view(data: dict):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from smsched import stats as stats_lib
+
+    states = Table(title="messages", title_justify="left", box=None)
+    for state in data["messages"]:
+        states.add_column(state, justify="right")
+    states.add_row(*(str(n) for n in data["messages"].values()))
+    lag = data["lag_seconds"]
+    parts = [
+        Text(f"now {data['now']}   due backlog {data['due_backlog']}   oldest due {data['oldest_due_age_seconds']}s   "
+             f"failure rate {data['failure_rate']}%"),
+        states,
+        Text(f"sent per minute (last {len(data['sent_per_minute'])} min, {data['sent_in_window']} in all): "
+             f"{stats_lib.sparkline(data['sent_per_minute'])} max {max(data['sent_per_minute'] or [0])}/min"),
+        Text(f"lag p50 {lag['p50']}s  p95 {lag['p95']}s  p99 {lag['p99']}s  max {lag['max']}s"),
+    ]
+    runs = Table(title="recent runs", title_justify="left", box=None)
+    for column in ("started", "status", "sec", "sent", "failed", "msg/s", "lag p99", "bottleneck"):
+        runs.add_column(column)
+    for r in data["runs"][:5]:
+        runs.add_row(r["started_at"], r["status"], f"{r['duration'] or 0:.1f}", str(r["sent"]), str(r["failed"]),
+                     f"{r['messages_per_second'] or 0:.0f}", str(r["lag_p99"]), r["bottleneck_detail"])
+    parts.append(runs)
+    if data["failures"]:
+        parts.append(Text("top failures: " + "; ".join(f"{f['count']}× {f['reason']}" for f in data["failures"])))
+    if data["busiest_users"]:
+        parts.append(Text("busiest users: " + ", ".join(f"{u['user']} (sent {u['sent']}, due {u['due']})" for u in data["busiest_users"])))
+    return Group(*parts)
+
+
+@app.command()
+def check(
+    max_lag: Annotated[float, typer.Option(help="Warn when lag p99 passes this many seconds (critical at 2x).")] = 60,
+    max_backlog_age: Annotated[float, typer.Option(help="Warn when the oldest due message is older (s).")] = 300,
+    max_failure_rate: Annotated[float, typer.Option(help="Warn above this failure percentage.")] = 5.0,
+    max_unknown: Annotated[int, typer.Option(help="Warn when more messages than this are in unknown.")] = 0,
+    max_run_age: Annotated[float, typer.Option(help="Warn when dispatch has not run for this long (s).")] = 180,
+    max_rate_limited: Annotated[float, typer.Option(help="Warn when the rate limit was the bottleneck this long (s).")] = 600,
+    now: NowOption = None,
+    db: DbOption = None,
+) -> None:
+    """Nagios/Icinga plugin: one line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    import time as time_mod
+
+    from smsched import stats as stats_lib
+
+    try:
+        database = open_db(db)
+        at = _now(now)
+        status, line = stats_lib.check(
+            database, now=at if at is not None else time_mod.time(), max_lag=max_lag, max_backlog_age=max_backlog_age,
+            max_failure_rate=max_failure_rate, max_unknown=max_unknown, max_run_age=max_run_age,
+            max_rate_limited=max_rate_limited)
+    except (SmschedError, sqlite3.Error) as exc:
+        if _state["traceback"]:
+            raise
+        status, line = stats_lib.UNKNOWN, f"SMSCHED UNKNOWN - {exc}"
+    sys.stdout.write(line + "\n")
+    raise typer.Exit(status)
+
+
+@app.command()
+def plan(
+    date: Annotated[Optional[str], typer.Option(help="The day to plan (default: today in --tz).")] = None,
+    tz: Annotated[str, typer.Option(help="Time zone of the hours shown.")] = "America/Sao_Paulo",
+    rate: Annotated[Optional[float], typer.Option(help="Capacity in messages/second (default: measured from recent runs).")] = None,
+    simulate: Annotated[Optional[str], typer.Option(help="USERS:LEADS, e.g. 10000:100: plan without data.")] = None,
+    distribution: Annotated[Optional[str], typer.Option(help="With --simulate: share of the day per span, e.g. '08-12:40,12-18:35,18-22:25'.")] = None,
+    now: NowOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Per hour: messages scheduled, capacity, headroom and worst lag; warns for hours that do not fit."""
+    import time as time_mod
+
+    from smsched import stats as stats_lib
+
+    at = _now(now)
+    result = stats_lib.plan(open_db(db), now=at if at is not None else time_mod.time(), date=date, tz=tz, rate=rate,
+                            simulate=simulate, distribution=distribution)
+    if json_:
+        output.emit_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"capacity plan {result['date']} ({result['tz']})", title_justify="left")
+    for column in ("hour", "messages", "capacity/h", "headroom", "worst lag", ""):
+        table.add_column(column, justify="right" if column not in ("hour", "") else "left")
+    top = max([h["messages"] for h in result["hours"]] + [result["capacity_per_hour"] or 0, 1])
+    for h in result["hours"]:
+        bar = "█" * round(30 * h["messages"] / top)
+        style = "red" if h["fits"] is False else None
+        table.add_row(h["hour"], f"{h['messages']:,}", f"{h['capacity']:,}" if h["capacity"] else "?",
+                      f"{h['headroom_percent']}%" if h["headroom_percent"] is not None else "?",
+                      f"{h['worst_lag_seconds']}s" if h["worst_lag_seconds"] is not None else "?", bar, style=style)
+    output.out.print(table)
+    source = result["rate_source"] or "unknown"
+    seed = result["seed"]
+    output.out.print(
+        f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; capacity "
+        f"{result['capacity_per_hour'] or 0:,}/h ({source}); margin at the peak {result['peak_margin_percent']}% "
+        f"(headroom {result['peak_headroom_percent']}% of capacity). The seed's design: {seed['capacity_per_hour']:,}/h, "
+        f"margin {seed['peak_margin_percent']}%, ±{seed['precision_seconds']}s precision", markup=False)
+    for warning in result["warnings"]:
+        output.warn(warning)
+
+
+# ---- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the database, CSV and config in this folder.")] = None,
+    leads: Annotated[int, typer.Option("--leads", help="How many sample leads.")] = 200,
+    json_: JsonOption = False,
+) -> None:
+    """Run the main job end to end on a throwaway database against the local sandbox."""
+    import tempfile
+
+    from smsched import demo as demo_lib
+    from smsched.progress import DispatchDisplay
+
+    with tempfile.TemporaryDirectory(prefix="smsched-demo-") as scratch:
+        directory = keep or Path(scratch)
+        with DispatchDisplay(None, None, enabled=not json_) as display:
+            result = demo_lib.run(directory, leads_count=leads, progress=display.event)
+    if json_:
+        output.emit_json(result)
+        return
+    imp = result["import"]
+    say = output.out.print
+    say(f"[bold]smsched demo[/] — at {result['at']} (São Paulo), in {result['directory'] if keep else 'a throwaway folder'}")
+    say(f"1. imported {imp['file']} ({imp['encoding']}, '{imp['delimiter']}'): read {imp['read']}, imported {imp['imported']}, "
+        f"duplicates {imp['duplicates']}, invalid {imp['invalid']}, blank {imp['blank']}", markup=False)
+    say(f"2. opted out {result['optout']['added']} number (reason recorded)", markup=False)
+    for c in result["campaigns"]:
+        cost = f"{c['encoding']} ×{c['segments_per_message']}" if c["channel"] == "sms" else "template"
+        say(f"3. campaign {c['id']} {c['name']!r} ({c['channel']}, {c['priority']}): {c['recipients']} recipients, "
+            f"{c['suppressed']} opted out, {cost}", markup=False)
+        for w in c["warnings"]:
+            say(f"   note: {w}", markup=False)
+    d = result["dispatch"]
+    say(f"4. dispatch to the sandbox over HTTP: sent {d['sent']}, failed {d['failed']}, unknown {d['unknown']} in "
+        f"{d['duration']}s ({d['messages_per_second']} msg/s), lag p99 {d['lag']['p99']}s", markup=False)
+    say(f"5. the sandbox received {result['sandbox_received']} messages, e.g.:", markup=False)
+    for m in result["sandbox_sample"]:
+        say(f"   {m['api']:<8} {m['to']}  {m['body']}", markup=False)
+    if keep:
+        say(f"Explore: SMSCHED_DB={result['database']} smsched campaigns list; smsched messages list --limit 5; smsched stats", markup=False)
+
+
 def main() -> None:
     app()

@@ -28,10 +28,13 @@ class DispatchDisplay:
         self.names: dict[int, str] = {}
         self.db = db
         if self.live_mode:
-            self.total = _due_count(db, now)
+            self.total = _due_count(db, now) if db is not None else 0
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]:>7.0f}/s"), TimeRemainingColumn(), console=output.err)
             self.task = self.bar.add_task("sending", total=self.total or None, rate=0.0)
+
+    def __call__(self, kind: str, summary, extra: dict) -> None:
+        self.event(kind, summary, extra)
 
     def __enter__(self):
         if self.live_mode:

@@ -1,0 +1,345 @@
+"""Is it working, and will today's peak fit? Live statistics, a Nagios-style check, Prometheus
+metrics and the capacity plan, all computed from the database at a given instant."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from datetime import datetime, timedelta
+
+import sqlite_utils
+
+from smsched import clock
+from smsched.dispatch import lag_percentiles, name_bottleneck
+from smsched.errors import UsageError
+from smsched.storage import MESSAGE_STATES
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATUS_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+SEED_CAPACITY_PER_HOUR = 150_000  # 25 campaigns x 100 phones per 60 s cycle
+SEED_DISTRIBUTION = "08-12:40,12-18:35,18-22:25"
+
+
+def _scope(user: dict | None, campaign: int | None, alias: str = "") -> tuple[str, list]:
+    where, params = [], []
+    if user is not None:
+        where.append(f"{alias}user_id = ?")
+        params.append(user["id"])
+    if campaign is not None:
+        where.append(f"{alias}campaign_id = ?")
+        params.append(campaign)
+    return ("".join(f" AND {w}" for w in where), params)
+
+
+def recent_runs(db: sqlite_utils.Database, now: float, limit: int = 10) -> list[dict]:
+    rows = db.conn.execute(
+        "SELECT id, mode, status, clock_start, finished_at, duration, claimed, sent, retried, failed, unknown,"
+        " rate, lag_p50, lag_p99, lag_max, time_db, time_provider, time_rate_limit, time_idle, bottleneck"
+        " FROM runs WHERE clock_start <= ? ORDER BY clock_start DESC, id DESC LIMIT ?", (now, limit)).fetchall()
+    runs = []
+    for r in rows:
+        split = {"database": r[15] or 0.0, "provider": r[16] or 0.0, "rate_limit": r[17] or 0.0, "idle": r[18] or 0.0}
+        name, words = name_bottleneck(r[5] or 0.0, split, (r[7] or 0) + (r[9] or 0) + (r[10] or 0) + (r[8] or 0))
+        runs.append({
+            "id": r[0], "mode": r[1], "status": r[2], "started_at": clock.iso_utc(r[3]), "finished_at": clock.iso_utc(r[4]),
+            "started": r[3], "duration": r[5], "claimed": r[6], "sent": r[7], "retried": r[8], "failed": r[9],
+            "unknown": r[10], "messages_per_second": r[11], "lag_p50": r[12], "lag_p99": r[13], "lag_max": r[14],
+            "time": split, "bottleneck": r[19] or name, "bottleneck_detail": words,
+        })
+    return runs
+
+
+def collect(db: sqlite_utils.Database, *, now: float, user: dict | None = None, campaign: int | None = None,
+            since: float = 3600) -> dict:
+    scope_sql, scope_params = _scope(user, campaign)
+    counts = {state: 0 for state in MESSAGE_STATES}
+    for state, count in db.conn.execute(f"SELECT state, count(*) FROM messages WHERE 1{scope_sql} GROUP BY state", scope_params):
+        counts[state] = count
+    backlog, oldest = db.conn.execute(
+        f"SELECT count(*), min(scheduled_at) FROM messages WHERE state = 'scheduled' AND scheduled_at <= ?{scope_sql}",
+        [int(now), *scope_params]).fetchone()
+    start = now - since
+    lags, per_minute = [], [0] * max(1, math.ceil(since / 60))
+    for sent_at, scheduled_at in db.conn.execute(
+        f"SELECT sent_at, scheduled_at FROM messages WHERE sent_at > ? AND sent_at <= ? AND state = 'sent'{scope_sql}",
+        [start, now, *scope_params],
+    ):
+        lags.append(max(0.0, sent_at - scheduled_at))
+        index = min(len(per_minute) - 1, int((sent_at - start) // 60))
+        per_minute[index] += 1
+    failures = [
+        {"reason": r[0] or "(none)", "state": r[1], "count": r[2]}
+        for r in db.conn.execute(
+            f"SELECT error, state, count(*) FROM messages WHERE state IN ('failed', 'unknown') AND updated_at > ?"
+            f" AND updated_at <= ?{scope_sql} GROUP BY error, state ORDER BY count(*) DESC LIMIT 5",
+            [start, now, *scope_params])
+    ]
+    failed_window = sum(f["count"] for f in failures if f["state"] == "failed")
+    busiest = [
+        {"user": r[0], "sent": r[1], "due": r[2]}
+        for r in db.conn.execute(
+            "SELECT u.name, sum(m.state = 'sent' AND m.sent_at > ?) AS sent,"
+            " sum(m.state = 'scheduled' AND m.scheduled_at <= ?) AS due"
+            f" FROM messages m JOIN users u ON u.id = m.user_id WHERE ((m.sent_at > ? AND m.sent_at <= ?)"
+            f" OR (m.state = 'scheduled' AND m.scheduled_at <= ?)){_scope(user, campaign, 'm.')[0]}"
+            " GROUP BY m.user_id ORDER BY sent + due DESC LIMIT 5",
+            [start, int(now), start, now, int(now), *scope_params])
+    ]
+    runs = recent_runs(db, now)
+    sent_window = len(lags)
+    return {
+        "now": clock.iso_utc(now),
+        "since_seconds": since,
+        "messages": counts,
+        "total": sum(counts.values()),
+        "due_backlog": backlog,
+        "oldest_due_age_seconds": round(max(0.0, now - oldest), 3) if oldest is not None else 0,
+        "sent_in_window": sent_window,
+        "sent_per_minute": per_minute,
+        "failure_rate": round(100.0 * failed_window / (sent_window + failed_window), 3) if sent_window + failed_window else 0.0,
+        "lag_seconds": lag_percentiles(lags),
+        "runs": [{k: v for k, v in r.items() if k != "started"} for r in runs],
+        "failures": failures,
+        "busiest_users": busiest,
+        "bottleneck": runs[0]["bottleneck_detail"] if runs else None,
+    }
+
+
+def sparkline(values: list[int]) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    top = max(values) if values else 0
+    if top == 0:
+        return bars[0] * len(values)
+    return "".join(bars[min(7, int(v * 7 / top + 0.999))] if v else " " for v in values)
+
+
+# ---- Prometheus --------------------------------------------------------------------------
+
+
+def prometheus_text(data: dict) -> str:
+    lines = []
+
+    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float | None]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if value is not None:
+                lines.append(f"{name}{labels} {_number(value)}")
+
+    family("smsched_messages", "gauge", "Messages by state.",
+           [(f'{{state="{s}"}}', n) for s, n in data["messages"].items()])
+    family("smsched_due_backlog", "gauge", "Scheduled messages already due.", [("", data["due_backlog"])])
+    family("smsched_oldest_due_age_seconds", "gauge", "Age of the oldest due message.", [("", data["oldest_due_age_seconds"])])
+    lag = data["lag_seconds"]
+    family("smsched_dispatch_lag_seconds", "gauge", "Sent minus scheduled time over the window, by quantile.",
+           [(f'{{quantile="{q}"}}', lag[k]) for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))])
+    family("smsched_sent_window", "gauge", "Messages sent in the stats window.", [("", data["sent_in_window"])])
+    family("smsched_failure_rate_percent", "gauge", "Failed / (sent + failed) in the window.", [("", data["failure_rate"])])
+    last = data["runs"][0] if data["runs"] else None
+    if last:
+        finished = _parse_iso(last["finished_at"]) or _parse_iso(last["started_at"])
+        family("smsched_last_run_timestamp_seconds", "gauge", "When the last dispatch run finished.", [("", finished)])
+        family("smsched_last_run_duration_seconds", "gauge", "How long the last dispatch run took.", [("", last["duration"])])
+        family("smsched_last_run_sent", "gauge", "Messages the last dispatch run sent.", [("", last["sent"])])
+        family("smsched_last_run_messages_per_second", "gauge", "Throughput of the last dispatch run.",
+               [("", last["messages_per_second"])])
+        family("smsched_last_run_time_seconds", "gauge", "Where the last run's time went.",
+               [(f'{{part="{k}"}}', v) for k, v in last["time"].items()])
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def write_prometheus(path: str, data: dict) -> None:
+    """Atomically: node_exporter must never read half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".smsched-", suffix=".prom.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(prometheus_text(data))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---- the health check --------------------------------------------------------------------
+
+
+def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_backlog_age: float = 300,
+          max_failure_rate: float = 5.0, max_unknown: int = 0, max_run_age: float = 180,
+          max_rate_limited: float = 600, since: float = 3600) -> tuple[int, str]:
+    data = collect(db, now=now, since=since)
+    runs = recent_runs(db, now, limit=50)
+    status, problems = OK, []
+
+    def raise_to(level: int, text: str) -> None:
+        nonlocal status
+        status = max(status, level)
+        problems.append(text)
+
+    last_run_age = None
+    if runs:
+        last = runs[0]
+        last_end = (_parse_iso(last["finished_at"]) or last["started"])
+        last_run_age = max(0.0, now - last_end)
+    pending = data["messages"]["scheduled"] + data["messages"]["claimed"] + data["messages"]["sending"]
+    if runs and last_run_age > max_run_age and pending:
+        raise_to(CRITICAL if last_run_age > 2 * max_run_age else WARNING,
+                 f"dispatch last ran {last_run_age:.0f}s ago (limit {max_run_age:.0f}s): is cron running it?")
+    elif not runs and data["due_backlog"]:
+        raise_to(CRITICAL, "dispatch has never run and messages are due: add it to cron (see crontab.example)")
+    age = data["oldest_due_age_seconds"]
+    if age > max_backlog_age:
+        raise_to(CRITICAL if age > 2 * max_backlog_age else WARNING,
+                 f"oldest due message waits {age:.0f}s (limit {max_backlog_age:.0f}s), backlog {data['due_backlog']}")
+    p99 = data["lag_seconds"]["p99"]
+    if p99 is not None and p99 > max_lag:
+        raise_to(CRITICAL if p99 > 2 * max_lag else WARNING, f"lag p99 {p99:.1f}s (limit {max_lag:.0f}s)")
+    rate = data["failure_rate"]
+    if rate > max_failure_rate:
+        raise_to(CRITICAL if rate > 2 * max_failure_rate else WARNING,
+                 f"failure rate {rate:.1f}% (limit {max_failure_rate:g}%)")
+    unknown = data["messages"]["unknown"]
+    if unknown > max_unknown:
+        raise_to(WARNING, f"{unknown} message(s) in unknown state (decide: smsched retry --unknown)")
+    limited = 0.0
+    for run in runs:
+        if run["bottleneck"] != "rate_limit":
+            break
+        limited += run["duration"] or 0.0
+    if limited > max_rate_limited:
+        raise_to(WARNING, f"the provider rate limit has been the bottleneck for {limited:.0f}s of runs "
+                          "— raise the rate or add senders")
+    if not problems:
+        summary = (f"{data['sent_in_window']} sent in the last {since / 60:.0f} min, backlog {data['due_backlog']}, "
+                   f"lag p99 {p99 if p99 is not None else 0:.1f}s")
+        if last_run_age is not None:
+            summary += f", last run {last_run_age:.0f}s ago"
+    else:
+        summary = "; ".join(problems)
+    perf = {
+        "backlog": data["due_backlog"],
+        "oldest_due_age": f"{age}s;{max_backlog_age:g};{2 * max_backlog_age:g}",
+        "lag_p99": f"{p99 if p99 is not None else 0}s;{max_lag:g};{2 * max_lag:g}",
+        "failure_rate": f"{rate}%;{max_failure_rate:g};{2 * max_failure_rate:g}",
+        "unknown": f"{unknown};{max_unknown}",
+        "sent": data["sent_in_window"],
+        "last_run_age": f"{last_run_age:.0f}s;{max_run_age:g};{2 * max_run_age:g}" if last_run_age is not None else "U",
+    }
+    line = f"SMSCHED {STATUS_NAMES[status]} - {summary} | " + " ".join(f"{k}={v}" for k, v in perf.items())
+    return status, line
+
+
+# ---- capacity plan -----------------------------------------------------------------------
+
+
+def parse_distribution(text: str) -> list[tuple[int, int, float]]:
+    """'08-12:40,12-18:35,18-22:25' -> [(8, 12, 40.0), ...] (hours, share %)."""
+    result = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            hours, share = part.split(":")
+            start, end = (int(h) for h in hours.split("-"))
+            value = float(share)
+        except ValueError:
+            raise UsageError(f"invalid --distribution part {part!r}: write HH-HH:PERCENT, e.g. 08-12:40") from None
+        if not (0 <= start < end <= 24) or value < 0:
+            raise UsageError(f"invalid --distribution part {part!r}: hours 0-24, start before end")
+        result.append((start, end, value))
+    total = sum(v for _, _, v in result)
+    if not result or abs(total - 100) > 0.5:
+        raise UsageError(f"--distribution shares add up to {total:g}%, not 100%")
+    return result
+
+
+def measured_rate(db: sqlite_utils.Database, now: float) -> float | None:
+    """Throughput of recent busy runs (median of runs that sent at least 100 messages)."""
+    rates = sorted(r[0] for r in db.conn.execute(
+        "SELECT rate FROM runs WHERE sent >= 100 AND rate > 0 AND clock_start <= ? ORDER BY clock_start DESC LIMIT 20",
+        (now,)))
+    return rates[len(rates) // 2] if rates else None
+
+
+def plan(db: sqlite_utils.Database, *, now: float, date: str | None = None, tz: str = "America/Sao_Paulo",
+         rate: float | None = None, simulate: str | None = None, distribution: str | None = None) -> dict:
+    zone = clock.zone(tz)
+    measured = measured_rate(db, now)
+    capacity_rate = rate or measured
+    if date:
+        day = datetime.fromtimestamp(clock.parse_when(date, tz, now), zone).date()
+    else:
+        day = datetime.fromtimestamp(now, zone).date()
+    hours = []
+    starts = [int(clock.localize(datetime(day.year, day.month, day.day) + timedelta(hours=h), zone).timestamp()) for h in range(25)]
+    if simulate:
+        try:
+            users, leads = (int(x) for x in simulate.split(":"))
+        except ValueError:
+            raise UsageError(f"invalid --simulate {simulate!r}: write USERS:LEADS, e.g. 10000:100") from None
+        total = users * leads
+        load = [0.0] * 24
+        for start, end, share in parse_distribution(distribution or SEED_DISTRIBUTION):
+            for h in range(start, end):
+                load[h] += total * share / 100 / (end - start)
+        per_minute_peak = [l / 60 for l in load]  # evenly spread inside each hour
+    else:
+        total = None
+        load = [0.0] * 24
+        per_minute_peak = [0.0] * 24
+        for h in range(24):
+            count, peak = db.conn.execute(
+                "SELECT coalesce(sum(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM messages"
+                " WHERE scheduled_at >= ? AND scheduled_at < ? AND state != 'cancelled' GROUP BY scheduled_at / 60)",
+                (starts[h], starts[h + 1])).fetchone()
+            load[h], per_minute_peak[h] = float(count), float(peak)
+    capacity_hour = capacity_rate * 3600 if capacity_rate else None
+    warnings = []
+    for h in range(24):
+        entry = {"hour": f"{h:02d}:00", "start": clock.iso_utc(starts[h]), "messages": round(load[h]),
+                 "capacity": round(capacity_hour) if capacity_hour else None, "headroom_percent": None,
+                 "margin_percent": None, "worst_lag_seconds": None, "fits": None}
+        if capacity_hour:
+            entry["headroom_percent"] = round(100 * (capacity_hour - load[h]) / capacity_hour, 1)
+            # The seed's "margem de segurança": capacity over load, minus one (150k vs 100k = 50%).
+            entry["margin_percent"] = round(100 * (capacity_hour / load[h] - 1), 1) if load[h] else None
+            entry["fits"] = load[h] <= capacity_hour
+            # The busiest minute drains at the capacity rate; an hour over capacity grows a backlog.
+            backlog = max(0.0, load[h] - capacity_hour)
+            entry["worst_lag_seconds"] = round(per_minute_peak[h] / capacity_rate + backlog / capacity_rate, 1)
+            if not entry["fits"]:
+                warnings.append(f"{entry['hour']}: {round(load[h]):,} messages against {round(capacity_hour):,}/h "
+                                f"— over by {round(load[h] - capacity_hour):,} ({100 * (load[h] / capacity_hour - 1):.0f}%)")
+        hours.append(entry)
+    peak = max(hours, key=lambda e: e["messages"])
+    result = {
+        "date": day.isoformat(), "tz": tz, "rate_per_second": capacity_rate,
+        "rate_source": "--rate" if rate else ("measured from recent runs" if measured else None),
+        "measured_rate_per_second": round(measured, 1) if measured else None,
+        "capacity_per_hour": round(capacity_hour) if capacity_hour else None,
+        "hours": hours, "peak_hour": peak["hour"], "peak_messages": peak["messages"],
+        "peak_headroom_percent": peak["headroom_percent"], "peak_margin_percent": peak["margin_percent"],
+        "total_messages": round(sum(load)),
+        "warnings": warnings,
+        "seed": {"capacity_per_hour": SEED_CAPACITY_PER_HOUR, "precision_seconds": 60,
+                 "peak_headroom_percent": round(100 * (SEED_CAPACITY_PER_HOUR - peak["messages"]) / SEED_CAPACITY_PER_HOUR, 1),
+                 "peak_margin_percent": round(100 * (SEED_CAPACITY_PER_HOUR / peak["messages"] - 1), 1) if peak["messages"] else None},
+    }
+    if simulate:
+        result["simulated"] = {"users": users, "leads_per_user": leads, "total": total,
+                               "distribution": distribution or SEED_DISTRIBUTION}
+    if not capacity_rate:
+        result["warnings"].append("no measured capacity yet (no dispatch run sent 100+ messages): pass --rate")
+    return result
+
