@@ -54,13 +54,16 @@ class CsvSource:
                 line = reader.line_num + 1
         except UnicodeDecodeError:
             raise ImportFailed(
-                f"{self.name}: line {line}: bytes that are not {self.encoding}; "
-                "it's often worth trying --encoding latin-1 or --encoding cp1252"
+                f"{self.name}: line {_undecodable_line(self.binary, self.encoding)}: bytes that are not "
+                f"{self.encoding}; it's often worth trying --encoding latin-1 or --encoding cp1252"
             ) from None
         except csv.Error as exc:
             raise ImportFailed(f"{self.name}: line {line}: {exc}") from None
         finally:
-            text.detach()
+            try:
+                text.detach()
+            except ValueError:
+                pass  # the file was closed under us (generator closed after an error)
 
 
 def open_csv(path: str, *, encoding: str | None = None, delimiter: str | None = None) -> CsvSource:
@@ -147,6 +150,21 @@ def _decodes_whole(binary: BinaryIO, encoding: str) -> bool:
         return False
     finally:
         binary.seek(0)
+
+
+def _undecodable_line(binary: BinaryIO, encoding: str) -> int:
+    """The line holding the first byte that does not decode (the text reader reads ahead)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    binary.seek(0)
+    offset, newlines = 0, 0
+    while chunk := binary.read(_CHUNK):
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            return newlines + chunk[: max(0, exc.start)].count(b"\n") + 1
+        newlines += chunk.count(b"\n")
+        offset += len(chunk)
+    return newlines + 1
 
 
 def _first_line(binary: BinaryIO, encoding: str) -> str:

@@ -180,14 +180,18 @@ def connect(path: str | os.PathLike) -> sqlite_utils.Database:
         conn = sqlite3.connect(
             str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        # Identify the file before any pragma that writes to it (journal_mode does).
+        _check_identity(conn, path)
+        conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a committed 'sending' mark must survive a power cut, or a message could be
         # sent twice. Dispatch commits a few times per thousand messages, so it costs little.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA temp_store = FILE")
         conn.execute("PRAGMA cache_size = -32000")
+    except (NotSmschedDatabase, DatabaseError):
+        raise
     except sqlite3.DatabaseError as exc:
         raise NotSmschedDatabase(
             f"{path} is not an smsched database ({exc}); pass --db with another file"
@@ -214,19 +218,25 @@ def _refuse_foreign_file(path: Path) -> None:
         )
 
 
-def _migrate(db: sqlite_utils.Database, path: Path) -> None:
-    conn = db.conn
+def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and _has_tables(conn)):
+        conn.close()
         raise NotSmschedDatabase(
             f"{path} is an SQLite database but not an smsched one; pass --db with another file"
         )
     if version > SCHEMA_VERSION:
+        conn.close()
         raise DatabaseError(
             f"{path} was written by a newer smsched (schema {version}, this one knows "
             f"{SCHEMA_VERSION}); upgrade smsched"
         )
+
+
+def _migrate(db: sqlite_utils.Database, path: Path) -> None:
+    conn = db.conn
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, (name, sql) in enumerate(MIGRATIONS, start=1):
         if number <= version:
             continue
