@@ -276,7 +276,6 @@ class Dispatcher:
             return
         if self.options.rate:
             provider.rate = float(self.options.rate)
-            provider.burst = max(1, int(provider.rate))
         self.providers[name] = provider
         self.routes[channel] = name
         self.summary.providers.setdefault(name, {"rate": provider.rate, "sent": 0, "breaker": False})
@@ -693,8 +692,7 @@ class Dispatcher:
             limiter = self.limits.for_key(provider.name, "", provider.rate, provider.burst)
             stats[1] += limiter.acquire()
             if provider.sender_rate:
-                sender_limiter = self.limits.for_key(provider.name, provider.sender_for(out), provider.sender_rate,
-                                                     max(1, int(provider.sender_rate)))
+                sender_limiter = self.limits.for_key(provider.name, provider.sender_for(out), provider.sender_rate, 1)
                 stats[1] += sender_limiter.acquire()
             request = provider.build(out)
             request.headers["X-Smsched-Message-Id"] = str(m.id)

@@ -9,7 +9,6 @@ run slows down instead of hammering a provider that pushes back.
 from __future__ import annotations
 
 import collections
-import math
 import threading
 import time
 from typing import Callable
@@ -22,7 +21,7 @@ class RateLimiter:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
         self.effective = float(rate)
-        self.burst = max(1, int(burst if burst is not None else math.ceil(rate)))
+        self.burst = max(1, int(burst if burst is not None else 1))
         self.clock, self.sleep = clock, sleep
         self.lock = threading.Lock()
         self.tat = 0.0  # theoretical arrival time (GCRA)

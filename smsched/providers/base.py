@@ -72,7 +72,8 @@ class Provider(abc.ABC):
     def __init__(self, settings: dict):
         self.settings = settings
         self.rate = float(settings.get("rate") or self.default_rate)
-        self.burst = int(settings.get("burst") or max(1, int(self.rate)))
+        # Smooth pacing by default (1/rate apart): never more than `rate` in any second.
+        self.burst = int(settings.get("burst") or 1)
         self.sender_rate = float(settings.get("sender_rate") or 0) or None
 
     @abc.abstractmethod
