@@ -27,6 +27,7 @@ class RateLimiter:
         self.tat = 0.0  # theoretical arrival time (GCRA)
         self.window: collections.deque[float] = collections.deque()
         self.waited = 0.0
+        self.last_slow_down = float("-inf")
 
     def _reserve(self) -> float:
         """Reserve the next slot; returns when it is (monotonic seconds)."""
@@ -59,13 +60,18 @@ class RateLimiter:
         return 0.0
 
     def slow_down(self) -> None:
+        """Halve the rate, once per congestion event: 429s that arrive together count once."""
         with self.lock:
+            now = self.clock()
+            if now - self.last_slow_down < 1.0:
+                return
+            self.last_slow_down = now
             self.effective = max(1.0, self.effective / 2)
 
     def speed_up(self) -> None:
         with self.lock:
             if self.effective < self.rate:
-                self.effective = min(self.rate, self.effective + max(0.5, self.rate / 100))
+                self.effective = min(self.rate, self.effective + max(0.5, self.rate / 50))
 
 
 class Limits:
