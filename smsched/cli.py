@@ -709,7 +709,7 @@ def _stats_view(data: dict):
     states.add_row(*(str(n) for n in data["messages"].values()))
     lag = data["lag_seconds"]
     parts = [
-        Text(f"now {data['now']}   due backlog {data['due_backlog']}   oldest due {data['oldest_due_age_seconds']}s   "
+        Text(f"now {data['now']}   due backlog {data['due_backlog']}   oldest due {data['oldest_due_age_seconds']:g}s   "
              f"failure rate {data['failure_rate']}%"),
         states,
         Text(f"sent per minute (last {len(data['sent_per_minute'])} min, {data['sent_in_window']} in all): "

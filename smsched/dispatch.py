@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import queue
 import random
@@ -162,8 +163,8 @@ def lag_percentiles(lags: list[float]) -> dict:
         return {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}
     ordered = sorted(lags)
 
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))], 3)
+    def pick(q: float) -> float:  # nearest rank: the smallest value with at least q of them at or below it
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
 
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 3), "count": len(ordered)}
 

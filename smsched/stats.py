@@ -231,8 +231,8 @@ def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_bac
         summary = "; ".join(problems)
     perf = {
         "backlog": data["due_backlog"],
-        "oldest_due_age": f"{age}s;{max_backlog_age:g};{2 * max_backlog_age:g}",
-        "lag_p99": f"{p99 if p99 is not None else 0}s;{max_lag:g};{2 * max_lag:g}",
+        "oldest_due_age": f"{age:g}s;{max_backlog_age:g};{2 * max_backlog_age:g}",
+        "lag_p99": f"{p99 if p99 is not None else 0:g}s;{max_lag:g};{2 * max_lag:g}",
         "failure_rate": f"{rate}%;{max_failure_rate:g};{2 * max_failure_rate:g}",
         "unknown": f"{unknown};{max_unknown}",
         "sent": data["sent_in_window"],
