@@ -116,6 +116,20 @@ def users_add(
         output.out.print(f"user {user['id']} {user['name']} ({user['tz']}, {user['region']})", markup=False)
 
 
+@users_app.command("import")
+def users_import(
+    file: Annotated[str, typer.Argument(help="CSV with name, and optionally tz, region, sender, quiet_hours.")],
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Add many users from one CSV, in one transaction (existing names are left alone)."""
+    result = users_lib.import_csv(open_db(db), file)
+    if json_:
+        output.emit_json(result)
+    else:
+        output.out.print(f"users: {result['created']} created, {result['existing']} already there", markup=False)
+
+
 @users_app.command("list")
 def users_list(db: DbOption = None, json_: JsonOption = False) -> None:
     """List users."""
@@ -169,6 +183,35 @@ def leads_import(
     if report.invalid_reasons:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.invalid_reasons.items(), key=lambda x: -x[1]))
         output.info(f"invalid: {reasons}" + (f" (rows in {report.rejects_file})" if report.rejects_file else "; --rejects FILE lists them"))
+
+
+@leads_app.command("import-many")
+def leads_import_many(
+    file: Annotated[str, typer.Argument(help="CSV with a user column, or - for standard input.")],
+    user_column: Annotated[str, typer.Option(help="Header of the column naming each row's user (name or id).")] = "user",
+    phone_column: Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")] = None,
+    name_column: Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")] = None,
+    delimiter: Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="File encoding (default: detected).")] = None,
+    rejects: Annotated[Optional[Path], typer.Option(help="Write rejected rows, with line and reason, to this CSV.")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Import leads for many users from one CSV (each number normalised with its user's region)."""
+    database = open_db(db)
+    with _byte_progress("importing", enabled=output.interactive() and not json_) as progress:
+        report = leads_lib.import_leads_many(
+            database, file, user_column=user_column, phone_column=phone_column, name_column=name_column,
+            delimiter=delimiter, encoding=encoding, rejects=str(rejects) if rejects else None, progress=progress,
+        )
+    if json_:
+        output.emit_json(report.as_dict())
+        return
+    output.table(
+        f"{report.file} → {report.users} users ({report.encoding}, phone column {report.phone_column!r})",
+        ["read", "imported", "updated", "duplicates", "invalid", "blank", "unknown user"],
+        [(report.read, report.imported, report.updated, report.duplicates, report.invalid, report.blank, report.unknown_user)],
+    )
 
 
 class _byte_progress:

@@ -46,6 +46,7 @@ from smsched.ratelimit import Limits
 from smsched.storage import transaction
 
 CAMPAIGN_CACHE_TTL_S = 30.0
+DEFERRED = Outcome("deferred")  # not sent: quiet hours began between the claim and the send
 
 
 @dataclass
@@ -250,6 +251,7 @@ class Dispatcher:
         self.breaker_open: set[str] = set()
         self.campaigns: dict[int, dict] = {}
         self.campaigns_loaded_at = 0.0
+        self._local_minutes: dict[tuple[str, int], int] = {}
         self.random = random.Random()
         self.run_tag = f"{os.getpid()}-{int(time.time() * 1000) % 10**9}"
         self._setup_routes()
@@ -695,6 +697,12 @@ class Dispatcher:
             if provider.sender_rate:
                 sender_limiter = self.limits.for_key(provider.name, provider.sender_for(out), provider.sender_rate, 1)
                 stats[1] += sender_limiter.acquire()
+            # Quiet hours once more at the very moment of sending: a claim made at 21:59:59
+            # must not go out at 22:00:01.
+            window = self.campaigns.get(m.campaign_id, {}).get("window")
+            if window is not None and not self._allowed_now(m.tz, window):
+                self.results.put((m, DEFERRED, self.clock.now()))
+                continue
             request = provider.build(out)
             request.headers["X-Smsched-Message-Id"] = str(m.id)
             started = time.perf_counter()
@@ -713,6 +721,15 @@ class Dispatcher:
             elif outcome.kind == ACCEPTED:
                 limiter.speed_up()
             self.results.put((m, outcome, self.clock.now()))
+
+    def _allowed_now(self, tz: str, window) -> bool:
+        now = self.clock.now()
+        key = (tz, int(now) // 60)
+        minute = self._local_minutes.get(key)
+        if minute is None:
+            local = clock_lib.local_datetime(now, tz)
+            minute = self._local_minutes[key] = local.hour * 60 + local.minute
+        return quiet_hours.allows(window, minute)
 
     def _collect(self, records: list[list], block: bool) -> int:
         """Turn finished sends into records; returns how many came back."""
@@ -738,6 +755,15 @@ class Dispatcher:
             if outcome is not None and not self.fatal:
                 self.fatal = (f"{m.provider} refused our configuration ({outcome.error}); stopping with messages "
                               "left scheduled — check the credentials with `smsched config check`")
+            return
+        if outcome is DEFERRED:
+            placed = quiet_hours.place(int(finished), m.tz, self.campaigns.get(m.campaign_id, {}).get("window"))
+            if placed > m.expires_at:
+                records.append([m.id, "expired", None, None, None, "quiet hours until after its validity", -1, None, None])
+                s.expired += 1
+            else:
+                records.append([m.id, "scheduled", None, None, None, "deferred: quiet hours", -1, max(placed, int(finished) + 1), None])
+                s.deferred += 1
             return
         provider_stats = s.providers[m.provider]
         kind = outcome.kind

@@ -47,6 +47,8 @@ class ImportReport:
     duplicates: int = 0
     imported: int = 0
     updated: int = 0
+    unknown_user: int = 0  # import-many only: rows naming no known user
+    users: int = 0  # how many users' leads the file held
     rejects_file: str | None = None
     invalid_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -97,27 +99,25 @@ def _field_keys(keys: list[str], skip: set[int]) -> list[str | None]:
     return result
 
 
-def _normalize_chunk(args: tuple[list[str], str]) -> list[phones.Normalized]:
-    raws, region = args
-    return [phones.normalize(raw, region) for raw in raws]
+def _normalize_chunk(pairs: list[tuple[str, str]]) -> list[phones.Normalized]:
+    return [phones.normalize(raw, region) for raw, region in pairs]
 
 
 class _Normalizer:
     """Normalises chunks of numbers in order, on every core when the file is large."""
 
-    def __init__(self, region: str, parallel: bool):
-        self.region = region
+    def __init__(self, parallel: bool):
         self.pool = None
         if parallel and (os.cpu_count() or 1) > 1:
             self.pool = multiprocessing.get_context("fork").Pool(os.cpu_count())
         self.pending: deque = deque()
 
     def submit(self, chunk: list) -> None:
-        raws = [row[1] for row in chunk]
+        pairs = [(row[1], row[4]) for row in chunk]
         if self.pool is None:
-            self.pending.append((chunk, _normalize_chunk((raws, self.region))))
+            self.pending.append((chunk, _normalize_chunk(pairs)))
         else:
-            self.pending.append((chunk, self.pool.apply_async(_normalize_chunk, ((raws, self.region),))))
+            self.pending.append((chunk, self.pool.apply_async(_normalize_chunk, (pairs,))))
 
     def ready(self, backlog: int) -> Iterable[tuple[list, list[phones.Normalized]]]:
         while len(self.pending) > backlog:
@@ -144,15 +144,48 @@ def import_leads(
     progress: Progress | None = None,
     now: float | None = None,
 ) -> ImportReport:
+    """Import one user's leads."""
     region = phones.check_region(region or user["region"])
     source = open_csv(path, encoding=encoding, delimiter=delimiter)
+    owners = lambda record: (user["id"], region)  # noqa: E731 - every row is this user's
     try:
-        return _import(db, user, source, phone_column, name_column, region, rejects, progress, now)
+        return _import(db, source, owners, None, phone_column, name_column, rejects, progress, now)
     finally:
         source.binary.close()
 
 
-def _import(db, user, source: CsvSource, phone_column, name_column, region, rejects, progress, now):
+def import_leads_many(
+    db: sqlite_utils.Database,
+    path: str,
+    *,
+    user_column: str = "user",
+    phone_column: str | None = None,
+    name_column: str | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    rejects: str | None = None,
+    progress: Progress | None = None,
+    now: float | None = None,
+) -> ImportReport:
+    """Import leads for many users from one file: a column names each row's user (name or id)."""
+    source = open_csv(path, encoding=encoding, delimiter=delimiter)
+    known: dict[str, tuple[int, str] | None] = {}
+    by_name = {name: (uid, region) for uid, name, region in db.conn.execute("SELECT id, name, region FROM users")}
+    by_id = {str(value[0]): value for value in by_name.values()}
+
+    def owners(ref: str):
+        ref = ref.strip()
+        if ref not in known:
+            known[ref] = by_name.get(ref) or by_id.get(ref)
+        return known[ref]
+
+    try:
+        return _import(db, source, owners, user_column, phone_column, name_column, rejects, progress, now)
+    finally:
+        source.binary.close()
+
+
+def _import(db, source: CsvSource, owners, user_column, phone_column, name_column, rejects, progress, now):
     rows = source.rows()
     try:
         _, headers = next(rows)
@@ -162,10 +195,11 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
     if not any(headers):
         raise ImportFailed(f"{source.name}: the first line is empty; it must name the columns")
     keys = [normalise_key(h) for h in headers]
+    user_index = _pick_column(headers, keys, user_column, "user", source.name) if user_column else None
     if phone_column:
         phone_index = _pick_column(headers, keys, phone_column, "phone", source.name)
     else:
-        phone_index = _match_header(keys, PHONE_HEADERS)
+        phone_index = _match_header([k if i != user_index else "" for i, k in enumerate(keys)], PHONE_HEADERS)
         if phone_index is None:
             raise ImportFailed(
                 f"{source.name}: no phone column among the headers "
@@ -175,9 +209,10 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
         name_index = _pick_column(headers, keys, name_column, "name", source.name)
     else:
         name_index = _match_header(
-            [k if i != phone_index else "" for i, k in enumerate(keys)], NAME_HEADERS
+            [k if i not in (phone_index, user_index) else "" for i, k in enumerate(keys)], NAME_HEADERS
         )
-    field_keys = _field_keys(keys, {phone_index} | ({name_index} if name_index is not None else set()))
+    skip = {phone_index} | {i for i in (name_index, user_index) if i is not None}
+    field_keys = _field_keys(keys, skip)
     report = ImportReport(
         file=source.name,
         encoding=source.encoding,
@@ -190,27 +225,31 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
     conn = db.conn
     conn.execute("DROP TABLE IF EXISTS temp.import_stage")
     conn.execute(
-        "CREATE TEMP TABLE import_stage (phone TEXT PRIMARY KEY, name TEXT, fields TEXT NOT NULL, tz TEXT)"
+        "CREATE TEMP TABLE import_stage (user_id INTEGER NOT NULL, phone TEXT NOT NULL, name TEXT,"
+        " fields TEXT NOT NULL, tz TEXT, PRIMARY KEY (user_id, phone))"
     )
     rejects_out = _Rejects(rejects, headers) if rejects else None
-    normalizer = _Normalizer(region, parallel=source.size >= _PARALLEL_MIN_BYTES)
+    normalizer = _Normalizer(parallel=source.size >= _PARALLEL_MIN_BYTES)
     valid = 0
     try:
         conn.execute("BEGIN")  # the temp table only: the main database is not locked yet
         chunk: list = []
 
+        def reject(line, reason, record) -> None:
+            if rejects_out:
+                rejects_out.write(line, reason, record)
+
         def apply(ready) -> None:
             nonlocal valid
             batch = []
             for chunk_rows, results in ready:
-                for (line, raw, record), result in zip(chunk_rows, results):
+                for (line, raw, record, user_id, _region), result in zip(chunk_rows, results):
                     if result.phone is None:
                         kind = "blank" if result.reason == "blank" else "invalid"
                         setattr(report, kind, getattr(report, kind) + 1)
                         if kind == "invalid":
                             report.invalid_reasons[result.reason] = report.invalid_reasons.get(result.reason, 0) + 1
-                        if rejects_out:
-                            rejects_out.write(line, result.reason if kind == "invalid" else "no phone number", record)
+                        reject(line, result.reason if kind == "invalid" else "no phone number", record)
                         continue
                     valid += 1
                     name = record[name_index].strip() if name_index is not None and name_index < len(record) else ""
@@ -219,11 +258,12 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
                         for key, value in zip(field_keys, record)
                         if key and value.strip()
                     }
-                    batch.append((result.phone, name or None, json.dumps(fields, ensure_ascii=False, separators=(",", ":")), result.tz))
+                    batch.append((user_id, result.phone, name or None,
+                                  json.dumps(fields, ensure_ascii=False, separators=(",", ":")), result.tz))
             if batch:
                 conn.executemany(
-                    "INSERT INTO temp.import_stage (phone, name, fields, tz) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (phone) DO UPDATE SET"
+                    "INSERT INTO temp.import_stage (user_id, phone, name, fields, tz) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (user_id, phone) DO UPDATE SET"
                     " name = coalesce(excluded.name, name),"
                     " fields = json_patch(fields, excluded.fields)",
                     batch,
@@ -233,8 +273,13 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
             if not record:
                 continue  # an empty line is not a row; ';;;' is, and counts as blank
             report.read += 1
+            owner = owners(record[user_index] if user_index is not None and user_index < len(record) else "")
+            if owner is None:
+                report.unknown_user += 1
+                reject(line, "unknown user", record)
+                continue
             raw = record[phone_index] if phone_index < len(record) else ""
-            chunk.append((line, raw, record))
+            chunk.append((line, raw, record, owner[0], owner[1]))
             if len(chunk) >= _CHUNK_ROWS:
                 normalizer.submit(chunk)
                 chunk = []
@@ -259,17 +304,17 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
 
     distinct = conn.execute("SELECT count(*) FROM temp.import_stage").fetchone()[0]
     report.duplicates = valid - distinct
+    report.users = conn.execute("SELECT count(DISTINCT user_id) FROM temp.import_stage").fetchone()[0]
     try:
         with transaction(db):
             report.updated = conn.execute(
                 "SELECT count(*) FROM temp.import_stage s JOIN leads l"
-                " ON l.user_id = ? AND l.phone = s.phone",
-                (user["id"],),
+                " ON l.user_id = s.user_id AND l.phone = s.phone"
             ).fetchone()[0]
             report.imported = distinct - report.updated
             conn.execute(
                 "INSERT INTO leads (user_id, phone, name, fields, tz, created_at, updated_at)"
-                " SELECT ?, phone, name, fields, tz, ?, ? FROM temp.import_stage WHERE true"
+                " SELECT user_id, phone, name, fields, tz, ?, ? FROM temp.import_stage WHERE true"
                 " ON CONFLICT (user_id, phone) DO UPDATE SET"
                 "  name = coalesce(excluded.name, leads.name),"
                 "  fields = json_patch(leads.fields, excluded.fields),"
@@ -278,7 +323,7 @@ def _import(db, user, source: CsvSource, phone_column, name_column, region, reje
                 " WHERE coalesce(excluded.name, leads.name) IS NOT leads.name"
                 "  OR json_patch(leads.fields, excluded.fields) IS NOT leads.fields"
                 "  OR excluded.tz IS NOT leads.tz",
-                (user["id"], stamp, stamp),
+                (stamp, stamp),
             )
     except BaseException:
         if rejects_out:

@@ -106,10 +106,18 @@ class SandboxState:
 
     def record(self, entry: dict) -> None:
         with self.lock:
-            self.messages.append(entry)
+            if self.writer is None:  # with --db the file keeps them: a load test stays small
+                self.messages.append(entry)
             self.counts[entry["status"]] += 1
         if self.writer:
             self.writer.put(entry)
+
+    def received(self) -> list[dict]:
+        if self.writer is None:
+            with self.lock:
+                return list(self.messages)
+        self.writer.flush()
+        return read_messages(self.writer.path)
 
 
 class _Writer:
@@ -198,11 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path
         state = self.state
         if path == "/_sandbox/messages":
-            with state.lock:
-                self._reply(200, list(state.messages))
+            self._reply(200, state.received())
         elif path == "/_sandbox/stats":
             with state.lock:
-                self._reply(200, {"counts": dict(state.counts), "received": len(state.messages),
+                self._reply(200, {"counts": dict(state.counts), "received": sum(state.counts.values()),
                                   "settings": {k: v for k, v in state.settings.items() if k not in ("token", "webhook_secret")}})
         elif match := TWILIO_ACCOUNT.match(path):
             if self._twilio_auth(match.group(1)):
@@ -424,8 +431,7 @@ class SandboxServer:
                 self.state.rule_hits.clear()
 
     def accepted(self) -> list[dict]:
-        with self.state.lock:
-            return [m for m in self.state.messages if m["status"] == "accepted"]
+        return [m for m in self.state.received() if m["status"] == "accepted"]
 
     def stop(self) -> None:
         self.httpd.shutdown()

@@ -46,6 +46,57 @@ def add(
     return get(db, str(cursor.lastrowid))
 
 
+def import_csv(db: sqlite_utils.Database, path: str, *, now: float | None = None) -> dict:
+    """Many users from one CSV (name, and optionally tz, region, sender, quiet_hours), all or none.
+
+    Names that already exist are left as they are, so importing the same file twice is harmless.
+    """
+    from smsched.csvfiles import normalise_key, open_csv
+    from smsched.errors import ImportFailed
+    from smsched.storage import transaction
+
+    source = open_csv(path)
+    bad, rows = [], []
+    try:
+        records = source.rows()
+        header = next(records, None)
+        if header is None:
+            raise ImportFailed(f"{source.name} has no header line")
+        keys = [normalise_key(h) for h in header[1]]
+        if "name" not in keys:
+            raise ImportFailed(f"{source.name}: no 'name' column; the headers are {', '.join(header[1])}")
+        for line, record in records:
+            if not record:
+                continue
+            values = {k: (record[i].strip() if i < len(record) else "") for i, k in enumerate(keys) if k}
+            try:
+                name = values.get("name", "")
+                if not name or name.isdigit():
+                    raise UsageError(f"invalid user name {name!r}")
+                tz = values.get("tz") or DEFAULT_TZ
+                clock.zone(tz)
+                region = phones.check_region(values.get("region") or DEFAULT_REGION)
+                window = values.get("quiet_hours") or DEFAULT_QUIET_HOURS
+                parse_window(window)
+                rows.append((name, tz, region, values.get("sender") or None, window))
+            except UsageError as exc:
+                bad.append(f"{source.name}: line {line}: {exc}")
+    finally:
+        source.binary.close()
+    if bad:
+        raise ImportFailed(f"{len(bad)} bad row(s) in {source.name}; nothing was created", details=bad)
+    stamp = int(now or now_s())
+    with transaction(db):
+        before = db.conn.total_changes
+        db.conn.executemany(
+            "INSERT INTO users (name, tz, region, sender, quiet_hours, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            [(*row, stamp) for row in rows],
+        )
+        created = db.conn.total_changes - before
+    return {"read": len(rows), "created": created, "existing": len(rows) - created}
+
+
 def get(db: sqlite_utils.Database, ref: str | int) -> dict:
     """A user by id or by unique name."""
     ref = str(ref).strip()

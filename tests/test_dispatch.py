@@ -240,3 +240,12 @@ def test_unconfigured_channel_is_reported(cli, db_path, tmp_path, sandbox):
     assert states(db_path) == {"sent": 2, "scheduled": 2}
     assert {m["api"] for m in sandbox.accepted()} == {"webhook"}
     assert json.loads(json.dumps(sandbox.accepted()[0]))["to"].startswith("+55")
+
+
+def test_quiet_hours_that_begin_between_claim_and_send_defer_the_rest(sending_cli, sandbox, db_path, tmp_path):
+    """At 1 message/s from 21:59:58, the third would leave at 22:00:00: it waits for 08:00."""
+    seed_users(db_path, tmp_path, [3], at="2026-11-25 21:59", now=NOW, quiet_hours="08:00-22:00", valid_for="24h")
+    summary = sending_cli.json("dispatch", "--now", "2026-11-26T00:59:58Z", "--time-budget", "0", "--rate", "1", "--workers", "1")
+    assert (summary["sent"], summary["deferred"]) == (2, 1)
+    assert rows(db_path, "SELECT state, scheduled_at, attempts FROM messages WHERE state != 'sent'") == [("scheduled", 1795690800, 0)]
+    assert len(sandbox.accepted()) == 2

@@ -217,3 +217,30 @@ def test_generated_csv_counts_are_exact(tmp_path_factory, rows, encoding):
     assert report.imported == len(valid)
     assert report.duplicates == report.read - report.blank - report.invalid - len(valid)
     db.conn.close()
+
+
+def test_import_many_users_from_one_file(cli, tmp_path):
+    users_csv = tmp_path / "users.csv"
+    users_csv.write_text("name,tz,region\npadaria,America/Sao_Paulo,BR\ndeli,America/New_York,US\n")
+    assert cli.json("users", "import", users_csv) == {"read": 2, "created": 2, "existing": 0}
+    assert cli.json("users", "import", users_csv) == {"read": 2, "created": 0, "existing": 2}
+    path = write_csv(tmp_path / "all.csv", [
+        ["user", "telefone", "nome"],
+        ["padaria", "(11) 98765-4321", "Ana"],
+        ["deli", "(212) 555-0100", "Al"],       # read with the US region
+        ["2", "212-555-0100", "Al again"],     # a user by id; duplicate of the row above
+        ["ghost", "(11) 98765-4321", "?"],     # unknown user
+        ["padaria", "", "no phone"],
+    ])
+    report = cli.json("leads", "import-many", path)
+    assert {k: report[k] for k in ("read", "imported", "duplicates", "blank", "invalid", "unknown_user", "users")} == {
+        "read": 5, "imported": 2, "duplicates": 1, "blank": 1, "invalid": 0, "unknown_user": 1, "users": 2}
+    assert [(lead["phone"], lead["name"]) for lead in cli.json("leads", "list", "deli")] == [("+12125550100", "Al again")]
+
+
+def test_users_import_rejects_bad_rows_and_creates_nothing(cli, tmp_path):
+    users_csv = tmp_path / "users.csv"
+    users_csv.write_text("name,tz\nok,America/Sao_Paulo\nbad,Nowhere/Town\n")
+    result = cli("users", "import", users_csv, code=2)
+    assert f"{users_csv}: line 3: unknown time zone 'Nowhere/Town'" in result.stderr
+    assert cli.json("users", "list") == []
