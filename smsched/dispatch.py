@@ -309,14 +309,27 @@ class Dispatcher:
         if not alone:
             lock.try_lock(exclusive=False)
         previous = self._install_signals()
+        affinity = self._pin_cpu()
         self.db.conn.set_trace_callback(self._count_statement)
         try:
             return self._run(alone)
         finally:
             self.db.conn.set_trace_callback(None)
+            if affinity:
+                os.sched_setaffinity(0, affinity)
             self._restore_signals(previous)
             self.transport.close()
             lock.release()
+
+    def _pin_cpu(self) -> set[int] | None:
+        """Run on one core (a different one per process); returns the affinity to restore."""
+        if not self.config.dispatch("pin_cpu") or not hasattr(os, "sched_setaffinity"):
+            return None
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        os.sched_setaffinity(0, {cpus[os.getpid() % len(cpus)]})
+        return set(cpus)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
