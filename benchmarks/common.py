@@ -26,9 +26,13 @@ def phone(index: int, rng: random.Random) -> str:
     return rng.choice(SPELLINGS).format(ddd=ddd, a="9" + digits[:4], b=digits[4:])
 
 
-def smsched(*args: str, env: dict | None = None, capture: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsched", *map(str, args)], env={**os.environ, **(env or {})},
-                          capture_output=capture, text=True, check=True)
+def smsched(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would; a failure stops the benchmark with smsched's own message."""
+    result = subprocess.run([sys.executable, "-m", "smsched", *map(str, args)], env={**os.environ, **(env or {})},
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"smsched {' '.join(map(str, args))} failed (exit {result.returncode}):\n{result.stderr}")
+    return result
 
 
 def children_peak_rss_mb() -> float:

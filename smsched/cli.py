@@ -188,7 +188,7 @@ def leads_import(
 @leads_app.command("import-many")
 def leads_import_many(
     file: Annotated[str, typer.Argument(help="CSV with a user column, or - for standard input.")],
-    user_column: Annotated[str, typer.Option(help="Header of the column naming each row's user (name or id).")] = "user",
+    user_column: Annotated[Optional[str], typer.Option(help="Header of the column naming each row's user, by name or id (default: user, usuario, account, conta).")] = None,
     phone_column: Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")] = None,
     name_column: Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")] = None,
     delimiter: Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")] = None,

@@ -26,6 +26,7 @@ from smsched.storage import now_s, transaction
 
 PHONE_HEADERS = ("phone", "telefone", "celular", "whatsapp", "mobile", "fone", "numero", "number", "tel", "cel")
 NAME_HEADERS = ("name", "nome")
+USER_HEADERS = ("user", "usuario", "account", "conta", "tenant")
 _CHUNK_ROWS = 5000
 # Below this size the process pool costs more than it saves.
 _PARALLEL_MIN_BYTES = 4 << 20
@@ -158,7 +159,7 @@ def import_leads_many(
     db: sqlite_utils.Database,
     path: str,
     *,
-    user_column: str = "user",
+    user_column: str | None = None,
     phone_column: str | None = None,
     name_column: str | None = None,
     delimiter: str | None = None,
@@ -180,12 +181,14 @@ def import_leads_many(
         return known[ref]
 
     try:
-        return _import(db, source, owners, user_column, phone_column, name_column, rejects, progress, now)
+        return _import(db, source, owners, user_column, phone_column, name_column, rejects, progress, now,
+                       multi_user=True)
     finally:
         source.binary.close()
 
 
-def _import(db, source: CsvSource, owners, user_column, phone_column, name_column, rejects, progress, now):
+def _import(db, source: CsvSource, owners, user_column, phone_column, name_column, rejects, progress, now,
+            multi_user: bool = False):
     rows = source.rows()
     try:
         _, headers = next(rows)
@@ -195,7 +198,16 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
     if not any(headers):
         raise ImportFailed(f"{source.name}: the first line is empty; it must name the columns")
     keys = [normalise_key(h) for h in headers]
-    user_index = _pick_column(headers, keys, user_column, "user", source.name) if user_column else None
+    user_index = None
+    if user_column:
+        user_index = _pick_column(headers, keys, user_column, "user", source.name)
+    elif multi_user:
+        user_index = _match_header(keys, USER_HEADERS)
+        if user_index is None:
+            raise ImportFailed(
+                f"{source.name}: no user column among the headers {', '.join(repr(h) for h in headers)}; "
+                "name it with --user-column"
+            )
     if phone_column:
         phone_index = _pick_column(headers, keys, phone_column, "phone", source.name)
     else:
