@@ -404,6 +404,12 @@ class Dispatcher:
         now = time.time()
         # Holding the exclusive lock proves no other dispatcher is alive: every orphan is stale.
         cutoff = float("inf") if alone else now
+        orphans = self.db.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE state IN ('claimed', 'sending') AND lease_until < ?)"
+            " OR EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND id != ? AND ?)",
+            (cutoff, self.summary.run_id, int(alone))).fetchone()[0]
+        if not orphans:  # the usual case: one cheap look instead of a write transaction
+            return {"claimed_to_scheduled": 0, "sending_to_unknown": 0}
         with transaction(self.db):
             back = self.db.conn.execute(
                 "UPDATE messages SET state = 'scheduled', lease_until = NULL, claimed_by = NULL, updated_at = ?"
@@ -412,9 +418,9 @@ class Dispatcher:
                 "UPDATE messages SET state = 'unknown', lease_until = NULL,"
                 " error = 'interrupted while sending: the provider may have it (smsched retry --unknown to resend)',"
                 " updated_at = ? WHERE state = 'sending' AND lease_until < ?", (now, cutoff)).rowcount
-            self.db.conn.execute(
-                "UPDATE runs SET status = 'crashed' WHERE status = 'running' AND id != ? AND ? ",
-                (self.summary.run_id, 1 if alone else 0))
+            if alone:  # runs still marked running died without a word
+                self.db.conn.execute("UPDATE runs SET status = 'crashed' WHERE status = 'running' AND id != ?",
+                                     (self.summary.run_id,))
         return {"claimed_to_scheduled": back, "sending_to_unknown": unknown}
 
     def _channel_filter(self) -> tuple[str, list]:
@@ -584,7 +590,9 @@ class Dispatcher:
     def _loop(self, deadline: float) -> None:
         s = self.summary
         group = self._group_size()
-        claim_size = int(self.options.batch or min(int(self.config.dispatch("batch")), max(2 * group, int(sum(p.rate for p in self.providers.values()) * 10) or 2 * group)))
+        total_rate = sum(p.rate for p in self.providers.values())
+        # A claim holds at most ~10 s of sending, so claimed messages never wait long for a slot.
+        claim_size = int(self.options.batch or min(int(self.config.dispatch("batch")), max(2 * group, int(total_rate * 10))))
         max_inflight = 2 * group
         pending: deque[_Message] = deque()
         records: list[list] = []
@@ -614,6 +622,13 @@ class Dispatcher:
                     m = pending.popleft()
                     records.append([m.id, "scheduled", None, None, None, None, 0, None, None])
                     s.released += 1
+            if self.breaker_open and pending:
+                for m in [m for m in pending if m.provider in self.breaker_open]:
+                    pending.remove(m)
+                    records.append([m.id, "scheduled", None, None, None, None, 0, None, None])
+                    s.released += 1
+            if claiming and not self.routes:
+                claiming = False
             if pending and inflight + min(group, len(pending)) <= max_inflight:
                 batch = [pending.popleft() for _ in range(min(group, len(pending)))]
                 lease = time.time() + self.lease
@@ -786,6 +801,8 @@ class Dispatcher:
             self.breaker[m.provider] += 1
             if self.breaker[m.provider] >= self.breaker_threshold and m.provider not in self.breaker_open:
                 self.breaker_open.add(m.provider)
+                # Claim nothing more for its channels in this run.
+                self.routes = {c: p for c, p in self.routes.items() if p != m.provider}
                 self.progress("breaker", s, {"provider": m.provider, "after": self.breaker[m.provider]})
         else:
             self.breaker[m.provider] = 0

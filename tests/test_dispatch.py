@@ -249,3 +249,11 @@ def test_quiet_hours_that_begin_between_claim_and_send_defer_the_rest(sending_cl
     assert (summary["sent"], summary["deferred"]) == (2, 1)
     assert rows(db_path, "SELECT state, scheduled_at, attempts FROM messages WHERE state != 'sent'") == [("scheduled", 1795690800, 0)]
     assert len(sandbox.accepted()) == 2
+
+
+def test_provider_option_sends_every_channel_it_can_carry_through_it(sending_cli, sandbox, one_campaign, db_path):
+    summary = dispatch(sending_cli, DUE, "--provider", "webhook")
+    assert summary["sent"] == 5 and list(summary["providers"]) == ["webhook"]
+    assert {m["api"] for m in sandbox.accepted()} == {"webhook"}
+    assert rows(db_path, "SELECT DISTINCT provider FROM messages") == [("webhook",)]
+    assert "unknown provider 'zenvia'" in sending_cli("dispatch", "--provider", "zenvia", code=2).stderr

@@ -154,3 +154,9 @@ def test_plan_from_data_warns_for_hours_that_do_not_fit(seeded):
     text = seeded("plan", "--date", "2026-11-25", "--tz", "UTC", "--rate", "0.001", "--now", NOW_ARG)
     assert "█" in text.stdout and "warning: 11:00: 7 messages" in text.stderr
     assert json.loads(json.dumps(data))["tz"] == "UTC"
+
+
+def test_check_warns_before_it_goes_critical_when_cron_stops(seeded):
+    relaxed = ["--max-failure-rate", "50", "--max-backlog-age", "9000", "--max-unknown", "5"]
+    result = seeded("check", "--now", "2026-11-25T12:02:00Z", *relaxed, code=1)
+    assert result.stdout.startswith("SMSCHED WARNING - dispatch last ran 230s ago (limit 180s): is cron running it?")
