@@ -173,8 +173,11 @@ def leads_import(
     if json_:
         output.emit_json(report.as_dict())
         return
+    output.out.print(
+        f"{report.file} → {owner['name']}: {report.encoding}, delimiter {report.as_dict()['delimiter']!r}, "
+        f"phone column {report.phone_column!r}, name column {report.name_column!r}", markup=False)
     output.table(
-        f"{report.file} → {owner['name']} ({report.encoding}, delimiter {report.as_dict()['delimiter']!r}, phone column {report.phone_column!r})",
+        None,
         ["read", "imported", "updated", "duplicates", "invalid", "blank"],
         [(report.read, report.imported, report.updated, report.duplicates, report.invalid, report.blank)],
     )
@@ -841,11 +844,15 @@ def plan(
     output.out.print(table)
     source = result["rate_source"] or "unknown"
     seed = result["seed"]
+    if result["capacity_per_hour"]:
+        ours = (f"capacity {result['capacity_per_hour']:,}/h ({source}); margin at the peak "
+                f"{result['peak_margin_percent']}% (headroom {result['peak_headroom_percent']}% of capacity)")
+    else:
+        ours = "capacity unknown (no dispatch run has sent 100+ messages yet; pass --rate)"
     output.out.print(
-        f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; capacity "
-        f"{result['capacity_per_hour'] or 0:,}/h ({source}); margin at the peak {result['peak_margin_percent']}% "
-        f"(headroom {result['peak_headroom_percent']}% of capacity). The seed's design: {seed['capacity_per_hour']:,}/h, "
-        f"margin {seed['peak_margin_percent']}%, ±{seed['precision_seconds']}s precision", markup=False)
+        f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; {ours}. The seed's design: "
+        f"{seed['capacity_per_hour']:,}/h, margin {seed['peak_margin_percent']}%, ±{seed['precision_seconds']}s precision",
+        markup=False)
     for warning in result["warnings"]:
         output.warn(warning)
 

@@ -174,6 +174,8 @@ def name_bottleneck(duration: float, split: dict, handled: int) -> tuple[str, st
     """The bottleneck of a run, from where its time went, in words an operator can act on."""
     if duration <= 0 or handled == 0:
         return "idle", "nothing was due"
+    if duration < 1.0:
+        return "none", f"none: a short run ({handled} message(s) in {duration:.2f}s)"
     share = {k: v / duration for k, v in split.items()}
     if share["rate_limit"] >= 0.5:
         return "rate_limit", (f"provider rate limit: {share['rate_limit']:.0%} of the run waited for tokens "

@@ -25,7 +25,7 @@ class DispatchDisplay:
         self.live_mode = enabled and output.interactive()
         self.started = time.perf_counter()
         self.live = None
-        self.names: dict[int, str] = {}
+        self.batches = 0
         self.db = db
         if self.live_mode:
             self.total = _due_count(db, now) if db is not None else 0
@@ -69,9 +69,10 @@ class DispatchDisplay:
             self.bar.update(self.task, completed=done, rate=summary.sent / elapsed)
             self.live.update(self._render(summary))
         elif kind == "batch":
-            output.info(f"batch: claimed {extra.get('claimed', 0)} | sent {summary.sent} retried {summary.retried} "
-                        f"failed {summary.failed} unknown {summary.unknown} suppressed {summary.suppressed} "
-                        f"expired {summary.expired} | {summary.sent / elapsed:.0f} msg/s")
+            self.batches += 1
+            output.info(f"batch {self.batches}: claimed {extra.get('claimed', 0)} | so far sent {summary.sent}, "
+                        f"retried {summary.retried}, failed {summary.failed}, unknown {summary.unknown}, "
+                        f"suppressed {summary.suppressed}, expired {summary.expired} | {summary.sent / elapsed:.0f} msg/s")
         if kind == "breaker":
             output.warn(f"provider {extra['provider']} answered 'retry later' {extra['after']} times in a row; "
                         "pausing it for the rest of this run")

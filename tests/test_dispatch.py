@@ -225,7 +225,7 @@ def test_orphans_of_a_dead_run_are_recovered_when_alone(sending_cli, sandbox, on
 def test_plain_output_for_cron(sending_cli, sandbox, one_campaign):
     result = sending_cli("dispatch", "--now", DUE, "--time-budget", "0")
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("batch: claimed 5 |")
+    assert lines[0].startswith("batch 1: claimed 5 | so far sent 0")
     assert result.stdout.startswith("dispatch finished: sent 5, retried 0, failed 0, unknown 0")
     assert "\x1b[" not in result.output
 
