@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, children_peak_rss_mb, smsched, workdir  # noqa: E402
+from common import children_peak_rss_mb, smsched, workdir  # noqa: E402
 from provider_push import free_port, start_sandbox  # noqa: E402
 
 

@@ -28,11 +28,10 @@ import math
 import os
 import random
 import resource
-import shutil
 import sqlite3
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

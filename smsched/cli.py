@@ -147,16 +147,23 @@ def users_list(db: DbOption = None, json_: JsonOption = False) -> None:
 # ---- leads -------------------------------------------------------------------------------
 
 
+PhoneColumnOption = Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")]
+NameColumnOption = Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")]
+DelimiterOption = Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")]
+EncodingOption = Annotated[Optional[str], typer.Option(help="File encoding (default: detected).")]
+RejectsOption = Annotated[Optional[Path], typer.Option(help="Write rejected rows, with line and reason, to this CSV.")]
+
+
 @leads_app.command("import")
 def leads_import(
     user: str,
     file: Annotated[str, typer.Argument(help="CSV file, or - for standard input.")],
-    phone_column: Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")] = None,
-    name_column: Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")] = None,
+    phone_column: PhoneColumnOption = None,
+    name_column: NameColumnOption = None,
     region: Annotated[Optional[str], typer.Option(help="Country for numbers without +code (default: the user's).")] = None,
-    delimiter: Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")] = None,
-    encoding: Annotated[Optional[str], typer.Option(help="File encoding (default: detected).")] = None,
-    rejects: Annotated[Optional[Path], typer.Option(help="Write rejected rows, with line and reason, to this CSV.")] = None,
+    delimiter: DelimiterOption = None,
+    encoding: EncodingOption = None,
+    rejects: RejectsOption = None,
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -192,11 +199,11 @@ def leads_import(
 def leads_import_many(
     file: Annotated[str, typer.Argument(help="CSV with a user column, or - for standard input.")],
     user_column: Annotated[Optional[str], typer.Option(help="Header of the column naming each row's user, by name or id (default: user, usuario, account, conta).")] = None,
-    phone_column: Annotated[Optional[str], typer.Option(help="Header of the phone column (default: detected).")] = None,
-    name_column: Annotated[Optional[str], typer.Option(help="Header of the name column (default: detected).")] = None,
-    delimiter: Annotated[Optional[str], typer.Option(help="One of , ; tab | (default: detected).")] = None,
-    encoding: Annotated[Optional[str], typer.Option(help="File encoding (default: detected).")] = None,
-    rejects: Annotated[Optional[Path], typer.Option(help="Write rejected rows, with line and reason, to this CSV.")] = None,
+    phone_column: PhoneColumnOption = None,
+    name_column: NameColumnOption = None,
+    delimiter: DelimiterOption = None,
+    encoding: EncodingOption = None,
+    rejects: RejectsOption = None,
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:

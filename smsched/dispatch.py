@@ -116,7 +116,6 @@ class RunSummary:
     time_http: float = 0.0
     time_rate_limit: float = 0.0
     time_idle: float = 0.0
-    worker_time: float = 0.0
     workers: int = 0
     sql_statements: int = 0
     per_campaign: dict = field(default_factory=dict)

@@ -14,7 +14,6 @@ from smsched.http import Transport
 from smsched.providers import ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, OutMessage, Twilio, Webhook, WhatsApp
 from smsched.providers.webhook import signature
 from smsched.ratelimit import RateLimiter
-from smsched.sandbox import SandboxServer
 
 TO = "+5511987654321"
 ACCOUNT = "AC" + "0" * 32

@@ -135,3 +135,17 @@ def by_status(status: int, headers: dict, reason: str | None, code: str | None =
     if status >= 500 or status in (408,):
         return Outcome(UNKNOWN, code=code or str(status), reason=reason or f"HTTP {status}: the provider may have sent it")
     return Outcome(PERMANENT, code=code or str(status), reason=reason or f"HTTP {status}")
+
+
+def by_code(table: dict, code, status: int, headers: dict, reason: str | None) -> Outcome:
+    """The outcome a provider's error code means (table: code -> (kind, opt-out, default back-off)),
+    else what the HTTP status means."""
+    try:
+        number = int(code) if code is not None else None
+    except (TypeError, ValueError):
+        number = None
+    if number in table:
+        kind, opt_out, backoff = table[number]
+        return Outcome(kind, code=str(number), reason=reason, opt_out=opt_out,
+                       retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
+    return by_status(status, headers, reason, str(number) if number else None)

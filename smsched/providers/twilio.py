@@ -7,8 +7,7 @@ import json
 from urllib.parse import quote, urlencode
 
 from smsched.providers.base import (
-    ACCEPTED, CONFIG, PERMANENT, RETRY, HttpRequest, OutMessage, Outcome, Provider, by_status,
-    json_body, retry_after_seconds,
+    ACCEPTED, CONFIG, PERMANENT, RETRY, HttpRequest, OutMessage, Outcome, Provider, by_code, json_body,
 )
 
 # Twilio error code -> (outcome, opt-out, default back-off seconds)
@@ -80,14 +79,4 @@ class Twilio(Provider):
         data = json_body(body)
         if 200 <= status < 300:
             return Outcome(ACCEPTED, provider_id=str(data.get("sid") or ""))
-        code = data.get("code")
-        message = data.get("message")
-        try:
-            code = int(code) if code is not None else None
-        except (TypeError, ValueError):
-            code = None
-        if code in CODES:
-            kind, opt_out, backoff = CODES[code]
-            return Outcome(kind, code=str(code), reason=message, opt_out=opt_out,
-                           retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
-        return by_status(status, headers, message, str(code) if code else None)
+        return by_code(CODES, data.get("code"), status, headers, data.get("message"))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from smsched.providers.base import (
-    ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, HttpRequest, OutMessage, Outcome, Provider,
-    by_status, json_body, retry_after_seconds,
+    ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, HttpRequest, OutMessage, Outcome, Provider, by_code, json_body,
 )
 
 # Graph API error code -> (outcome, opt-out, default back-off seconds)
@@ -81,13 +80,4 @@ class WhatsApp(Provider):
             messages = data.get("messages") or [{}]
             return Outcome(ACCEPTED, provider_id=str(messages[0].get("id") or ""))
         error = data.get("error") if isinstance(data.get("error"), dict) else {}
-        message = error.get("message") or error.get("error_user_msg")
-        try:
-            code = int(error.get("code")) if error.get("code") is not None else None
-        except (TypeError, ValueError):
-            code = None
-        if code in CODES:
-            kind, opt_out, backoff = CODES[code]
-            return Outcome(kind, code=str(code), reason=message, opt_out=opt_out,
-                           retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
-        return by_status(status, headers, message, str(code) if code else None)
+        return by_code(CODES, error.get("code"), status, headers, error.get("message") or error.get("error_user_msg"))
