@@ -27,6 +27,7 @@ from smsched import users as users_lib
 PRIORITIES = {"urgent": 0, "normal": 1, "low": 2}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 CHANNELS = ("sms", "whatsapp")
+STATUSES = ("scheduled", "sending", "completed", "paused", "cancelled")
 DEFAULT_VALID_FOR = "6h"
 PAST_TOLERANCE_S = 60
 # Occurrences of a repeating campaign exist this far ahead (renewed when less than a day is left).

@@ -82,10 +82,19 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from smsched import __version__
+
+        output.out.print(f"smsched {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     db: DbOption = None,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     _state["traceback"] = traceback
     _state["db"] = db
@@ -421,6 +430,8 @@ def campaigns_list(
     json_: JsonOption = False,
 ) -> None:
     """List campaigns with their message counts."""
+    if status and status not in campaigns_lib.STATUSES:
+        raise _usage(f"unknown status {status!r}: use one of {', '.join(campaigns_lib.STATUSES)}")
     database = open_db(db)
     rows = campaigns_lib.list_campaigns(database, user=users_lib.get(database, user) if user else None, status=status)
     if json_:

@@ -189,6 +189,13 @@ def name_bottleneck(duration: float, split: dict, handled: int) -> tuple[str, st
     return "cpu", "client CPU: the sending loop itself (HTTP client overhead) is the limit — run a second --concurrent dispatcher"
 
 
+def _row(message_id: int, state: str, *, sent_at: float | None = None, provider: str | None = None,
+         provider_id: str | None = None, error: str | None = None, attempts: int = 0,
+         scheduled_at: int | None = None, lease: float | None = None) -> list:
+    """One message's change, in the order Dispatcher._WRITE reads it (attempts is a delta)."""
+    return [message_id, state, sent_at, provider, provider_id, error, attempts, scheduled_at, lease]
+
+
 class _Lock:
     """A kernel lock on a file beside the database: released by the kernel even on kill -9."""
 
@@ -556,23 +563,23 @@ class Dispatcher:
             campaign = self.campaigns.get(m.campaign_id, {})
             self._tally(m, None)
             if campaign.get("status") == "cancelled":
-                records.append([m.id, "cancelled", None, None, None, "campaign cancelled", 0, None, None])
+                records.append(_row(m.id, "cancelled", error="campaign cancelled"))
                 self.summary.cancelled += 1
             elif m.phone in scopes and (0 in scopes[m.phone] or m.user_id in scopes[m.phone]):
-                records.append([m.id, "suppressed", None, None, None, "opted out", 0, None, None])
+                records.append(_row(m.id, "suppressed", error="opted out"))
                 self.summary.suppressed += 1
             elif now > m.expires_at:
-                records.append([m.id, "expired", None, None, None,
-                                f"not sent within its validity (due {clock_lib.iso_utc(m.scheduled_at)})", 0, None, None])
+                due = clock_lib.iso_utc(m.scheduled_at)
+                records.append(_row(m.id, "expired", error=f"not sent within its validity (due {due})"))
                 self.summary.expired += 1
             else:
                 placed = quiet_hours.place(int(now), m.tz, campaign.get("window"))
                 if placed != int(now) and placed > now:
                     if placed > m.expires_at:
-                        records.append([m.id, "expired", None, None, None, "quiet hours until after its validity", 0, None, None])
+                        records.append(_row(m.id, "expired", error="quiet hours until after its validity"))
                         self.summary.expired += 1
                     else:
-                        records.append([m.id, "scheduled", None, None, None, "deferred: quiet hours", 0, placed, None])
+                        records.append(_row(m.id, "scheduled", error="deferred: quiet hours", scheduled_at=placed))
                         self.summary.deferred += 1
                     continue
                 m.provider = self.routes.get(m.channel, "")
@@ -586,7 +593,7 @@ class Dispatcher:
     # ---- the sending loop ----------------------------------------------------------------
     def _group_size(self) -> int:
         rate = sum(p.rate for p in self.providers.values()) or 100.0
-        return int(min(200, max(8, min(rate * 0.5, 200))))
+        return int(min(200, max(8, rate * 0.5)))
 
     def _loop(self, deadline: float) -> None:
         s = self.summary
@@ -621,12 +628,12 @@ class Dispatcher:
                 # Stopping: what was claimed but not marked 'sending' goes back untouched.
                 while pending:
                     m = pending.popleft()
-                    records.append([m.id, "scheduled", None, None, None, None, 0, None, None])
+                    records.append(_row(m.id, "scheduled"))
                     s.released += 1
             if self.breaker_open and pending:
                 for m in [m for m in pending if m.provider in self.breaker_open]:
                     pending.remove(m)
-                    records.append([m.id, "scheduled", None, None, None, None, 0, None, None])
+                    records.append(_row(m.id, "scheduled"))
                     s.released += 1
             if claiming and not self.routes:
                 claiming = False
@@ -635,13 +642,15 @@ class Dispatcher:
                 lease = time.time() + self.lease
                 for m in batch:
                     m.marked_sending = True
-                    records.append([m.id, "sending", None, m.provider, None, None, 1, None, lease])
+                    records.append(_row(m.id, "sending", provider=m.provider, attempts=1, lease=lease))
                 self._write(records)
                 records, last_flush = [], time.monotonic()
                 self._enqueue(batch)
                 inflight += len(batch)
             got = self._collect(records, block=inflight > 0 and (not pending or inflight >= max_inflight))
             inflight -= got
+            if got:
+                self.progress("tick", s, {})  # the live display moves between claims too
             if records and (len(records) >= group or time.monotonic() - last_flush > 0.5 or (inflight == 0 and not pending)):
                 self._write(records)
                 records, last_flush = [], time.monotonic()
@@ -681,7 +690,7 @@ class Dispatcher:
             lease = time.time() + self.lease
             for m in batch:
                 m.marked_sending = True
-                records.append([m.id, "sending", None, m.provider, None, None, 1, None, lease])
+                records.append(_row(m.id, "sending", provider=m.provider, attempts=1, lease=lease))
             self._write(records)
             records = []
             self._enqueue(batch)
@@ -779,7 +788,7 @@ class Dispatcher:
         s = self.summary
         if outcome is None or outcome.kind == CONFIG:
             # Not sent (breaker open, run stopping) or refused for our credentials: untouched.
-            records.append([m.id, "scheduled", None, None, None, None, -1, None, None])
+            records.append(_row(m.id, "scheduled", attempts=-1))
             s.released += 1
             if outcome is not None and not self.fatal:
                 self.fatal = (f"{m.provider} refused our configuration ({outcome.error}); stopping with messages "
@@ -788,10 +797,11 @@ class Dispatcher:
         if outcome is DEFERRED:
             placed = quiet_hours.place(int(finished), m.tz, self.campaigns.get(m.campaign_id, {}).get("window"))
             if placed > m.expires_at:
-                records.append([m.id, "expired", None, None, None, "quiet hours until after its validity", -1, None, None])
+                records.append(_row(m.id, "expired", error="quiet hours until after its validity", attempts=-1))
                 s.expired += 1
             else:
-                records.append([m.id, "scheduled", None, None, None, "deferred: quiet hours", -1, max(placed, int(finished) + 1), None])
+                records.append(_row(m.id, "scheduled", error="deferred: quiet hours", attempts=-1,
+                                    scheduled_at=max(placed, int(finished) + 1)))
                 s.deferred += 1
             return
         provider_stats = s.providers[m.provider]
@@ -809,7 +819,7 @@ class Dispatcher:
             self.breaker[m.provider] = 0
         attempts = m.attempts + 1
         if kind == ACCEPTED:
-            records.append([m.id, "sent", finished, m.provider, outcome.provider_id, None, 0, None, None])
+            records.append(_row(m.id, "sent", sent_at=finished, provider=m.provider, provider_id=outcome.provider_id))
             s.sent += 1
             provider_stats["sent"] += 1
             s.lags.append(max(0.0, finished - m.scheduled_at))
@@ -817,24 +827,26 @@ class Dispatcher:
         elif kind == RETRY and attempts < self.max_attempts:
             delay = min(self.retry_cap, self.retry_base * (2 ** (attempts - 1)))
             delay = max(delay * (0.8 + 0.4 * self.random.random()), outcome.retry_after or 0)
-            records.append([m.id, "scheduled", None, m.provider, None, outcome.error, 0, int(finished + delay) + 1, None])
+            records.append(_row(m.id, "scheduled", provider=m.provider, error=outcome.error,
+                                scheduled_at=int(finished + delay) + 1))
             s.retried += 1
             s.failures[outcome.error or "retry"] += 1
             self._tally(m, "retried")
         elif kind == RETRY:
-            records.append([m.id, "failed", None, m.provider, None, f"gave up after {attempts} attempts: {outcome.error}", 0, None, None])
+            records.append(_row(m.id, "failed", provider=m.provider,
+                                error=f"gave up after {attempts} attempts: {outcome.error}"))
             s.failed += 1
             s.failures[outcome.error or "retry"] += 1
             self._tally(m, "failed")
         elif kind == PERMANENT:
-            records.append([m.id, "failed", None, m.provider, None, outcome.error, 0, None, None])
+            records.append(_row(m.id, "failed", provider=m.provider, error=outcome.error))
             s.failed += 1
             s.failures[outcome.error or "failed"] += 1
             self._tally(m, "failed")
             if outcome.opt_out:
                 self._opt_out(m, outcome)
         else:
-            records.append([m.id, "unknown", None, m.provider, None, outcome.error, 0, None, None])
+            records.append(_row(m.id, "unknown", provider=m.provider, error=outcome.error))
             s.unknown += 1
             s.failures[outcome.error or "unknown"] += 1
             self._tally(m, "unknown")

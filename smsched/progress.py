@@ -26,15 +26,13 @@ class DispatchDisplay:
         self.started = time.perf_counter()
         self.live = None
         self.batches = 0
+        self.last_draw = 0.0
         self.db = db
         if self.live_mode:
             self.total = _due_count(db, now) if db is not None else 0
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]:>7.0f}/s"), TimeRemainingColumn(), console=output.err)
             self.task = self.bar.add_task("sending", total=self.total or None, rate=0.0)
-
-    def __call__(self, kind: str, summary, extra: dict) -> None:
-        self.event(kind, summary, extra)
 
     def __enter__(self):
         if self.live_mode:
@@ -63,6 +61,9 @@ class DispatchDisplay:
         elapsed = max(1e-6, time.perf_counter() - self.started)
         done = summary.sent + summary.failed + summary.unknown + summary.suppressed + summary.expired
         if self.live:
+            if kind == "tick" and time.perf_counter() - self.last_draw < 0.2:
+                return
+            self.last_draw = time.perf_counter()
             if done > self.total:
                 self.total = done
                 self.bar.update(self.task, total=self.total)
