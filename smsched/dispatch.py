@@ -256,6 +256,7 @@ class Dispatcher:
         self.routes: dict[str, str] = {}
         self.unroutable: dict[str, str] = {}
         self.breaker: dict[str, int] = Counter()
+        self.breaker_lock = threading.Lock()
         self.breaker_open: set[str] = set()
         self.campaigns: dict[int, dict] = {}
         self.campaigns_loaded_at = 0.0
@@ -758,7 +759,19 @@ class Dispatcher:
                 limiter.slow_down()
             elif outcome.kind == ACCEPTED:
                 limiter.speed_up()
+            self._count_for_breaker(provider.name, outcome)
             self.results.put((m, outcome, self.clock.now()))
+
+    def _count_for_breaker(self, provider: str, outcome: Outcome) -> None:
+        """K consecutive 'retry later' answers open the breaker, seen at once by every worker."""
+        later = outcome.kind == RETRY or (outcome.kind == UNKNOWN and self.ambiguous_retry)
+        with self.breaker_lock:
+            if later:
+                self.breaker[provider] += 1
+                if self.breaker[provider] >= self.breaker_threshold:
+                    self.breaker_open.add(provider)
+            elif outcome.kind != CONFIG:
+                self.breaker[provider] = 0
 
     def _allowed_now(self, tz: str, window) -> bool:
         now = self.clock.now()
@@ -808,15 +821,10 @@ class Dispatcher:
         kind = outcome.kind
         if kind == UNKNOWN and self.ambiguous_retry:
             kind = RETRY
-        if kind == RETRY:
-            self.breaker[m.provider] += 1
-            if self.breaker[m.provider] >= self.breaker_threshold and m.provider not in self.breaker_open:
-                self.breaker_open.add(m.provider)
-                # Claim nothing more for its channels in this run.
-                self.routes = {c: p for c, p in self.routes.items() if p != m.provider}
-                self.progress("breaker", s, {"provider": m.provider, "after": self.breaker[m.provider]})
-        else:
-            self.breaker[m.provider] = 0
+        if m.provider in self.breaker_open and m.provider in self.routes.values():
+            # Claim nothing more for its channels in this run.
+            self.routes = {c: p for c, p in self.routes.items() if p != m.provider}
+            self.progress("breaker", s, {"provider": m.provider, "after": self.breaker_threshold})
         attempts = m.attempts + 1
         if kind == ACCEPTED:
             records.append(_row(m.id, "sent", sent_at=finished, provider=m.provider, provider_id=outcome.provider_id))

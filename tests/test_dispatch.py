@@ -178,7 +178,8 @@ def test_circuit_breaker_pauses_a_provider_that_keeps_saying_later(sending_cli, 
     sandbox.configure(rules=[{"to": "*", "status": 429, "code": 20429, "retry_after": 60}])
     summary = dispatch(sending_cli)
     assert summary["providers"]["twilio"]["breaker"] is True
-    assert summary["retried"] < 20 and summary["released"] > 150
+    # It opens on the 5th consecutive 'later'; at most one more request was already in flight.
+    assert summary["retried"] <= 6 and summary["released"] >= 194
     assert len([m for m in sandbox.state.messages]) < 20  # it stopped asking
     assert states(db_path) == {"scheduled": 200}
 
