@@ -9,9 +9,10 @@ every dispatch run, for the leads and opt-outs current at that moment.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable
 
 import sqlite_utils
@@ -124,31 +125,30 @@ def _rule(rule: str, dtstart: datetime) -> rrule_lib.rrule:
     return parsed
 
 
-def _occurrences(rule: str, tz: str, at: int, start: float, end: float) -> list[int]:
-    """Occurrences in (start, end] as UTC seconds, iterated in local wall-clock time."""
+def _walk(rule: str, tz: str, at: int, after: float, inclusive: bool):
+    """The rule's occurrences from `after` on, as UTC seconds, iterated in local wall-clock time."""
     parsed = _rule(rule, clock.local_datetime(at, tz).replace(tzinfo=None))
     zone = clock.zone(tz)
-    result = []
-    for local in parsed:
+    # Start one day early in local time: the UTC bound is checked exactly below.
+    start = clock.local_datetime(max(after, at), tz).replace(tzinfo=None) - timedelta(days=1)
+    for local in parsed.xafter(start, inc=True):
         ts = int(clock.localize(local, zone).timestamp())
+        if ts > after or (inclusive and ts == after):
+            yield ts
+
+
+def _occurrences(rule: str, tz: str, at: int, start: float, end: float) -> list[int]:
+    """Occurrences in (start, end], at most MAX_OCCURRENCES_PER_PASS of them."""
+    result = []
+    for ts in _walk(rule, tz, at, start, inclusive=False):
         if ts > end or len(result) >= MAX_OCCURRENCES_PER_PASS:
             break
-        if ts > start:
-            result.append(ts)
+        result.append(ts)
     return result
 
 
 def _next_occurrences(rule: str, tz: str, at: int, after: float, count: int) -> list[int]:
-    parsed = _rule(rule, clock.local_datetime(at, tz).replace(tzinfo=None))
-    zone = clock.zone(tz)
-    result = []
-    for local in parsed:
-        ts = int(clock.localize(local, zone).timestamp())
-        if ts >= after:
-            result.append(ts)
-            if len(result) >= count:
-                break
-    return result
+    return list(itertools.islice(_walk(rule, tz, at, after, inclusive=True), count))
 
 
 class _Audience:

@@ -186,17 +186,20 @@ def leads_import(
             delimiter=delimiter, encoding=encoding,
             rejects=str(rejects) if rejects else None, progress=progress,
         )
+    _print_import(report, owner["name"], json_)
+
+
+def _print_import(report, target: str, json_: bool) -> None:
     if json_:
         output.emit_json(report.as_dict())
         return
     output.out.print(
-        f"{report.file} → {owner['name']}: {report.encoding}, delimiter {report.as_dict()['delimiter']!r}, "
+        f"{report.file} → {target}: {report.encoding}, delimiter {report.as_dict()['delimiter']!r}, "
         f"phone column {report.phone_column!r}, name column {report.name_column!r}", markup=False)
-    output.table(
-        None,
-        ["read", "imported", "updated", "duplicates", "invalid", "blank"],
-        [(report.read, report.imported, report.updated, report.duplicates, report.invalid, report.blank)],
-    )
+    columns = ["read", "imported", "updated", "duplicates", "invalid", "blank"]
+    if report.unknown_user:
+        columns.append("unknown_user")
+    output.table(None, [c.replace("_", " ") for c in columns], [[getattr(report, c) for c in columns]])
     if report.fields:
         output.info(f"fields for templates: {', '.join('{' + f + '}' for f in report.fields)}")
     if report.invalid_reasons:
@@ -223,14 +226,7 @@ def leads_import_many(
             database, file, user_column=user_column, phone_column=phone_column, name_column=name_column,
             delimiter=delimiter, encoding=encoding, rejects=str(rejects) if rejects else None, progress=progress,
         )
-    if json_:
-        output.emit_json(report.as_dict())
-        return
-    output.table(
-        f"{report.file} → {report.users} users ({report.encoding}, phone column {report.phone_column!r})",
-        ["read", "imported", "updated", "duplicates", "invalid", "blank", "unknown user"],
-        [(report.read, report.imported, report.updated, report.duplicates, report.invalid, report.blank, report.unknown_user)],
-    )
+    _print_import(report, f"{report.users} users", json_)
 
 
 class _byte_progress:
