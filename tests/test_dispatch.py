@@ -1,7 +1,6 @@
 """Dispatch in-process against the sandbox over real HTTP: selection, outcomes, output."""
 
 import fcntl
-import json
 import os
 
 import pytest
@@ -83,8 +82,8 @@ def test_messages_past_their_validity_expire(sending_cli, sandbox, one_campaign,
 
 
 def test_urgent_goes_before_normal_and_paused_is_skipped(sending_cli, sandbox, db_path, tmp_path):
-    normal = seed_users(db_path, tmp_path, [30], at=AT, now=NOW, prefix="n")[0]
-    urgent = seed_users(db_path, tmp_path, [30], at=AT, now=NOW, prefix="u", priority="urgent", start=1000)[0]
+    seed_users(db_path, tmp_path, [30], at=AT, now=NOW, prefix="n")
+    seed_users(db_path, tmp_path, [30], at=AT, now=NOW, prefix="u", priority="urgent", start=1000)
     paused = seed_users(db_path, tmp_path, [10], at=AT, now=NOW, prefix="p", start=2000)[0]
     sending_cli("campaigns", "pause", paused)
     summary = dispatch(sending_cli, DUE, "--workers", "1")
@@ -92,7 +91,6 @@ def test_urgent_goes_before_normal_and_paused_is_skipped(sending_cli, sandbox, d
     order = [m["body"].split(" from ")[1] for m in sorted(sandbox.accepted(), key=lambda m: m["received_at"])]
     assert set(order[:30]) == {"u0"} and set(order[30:]) == {"n0"}
     assert states(db_path)["paused"] == 10
-    assert (normal, urgent) != (None, None)
 
 
 def test_one_users_backlog_does_not_hold_back_small_users(sending_cli, sandbox, db_path, tmp_path):
@@ -240,7 +238,6 @@ def test_unconfigured_channel_is_reported(cli, db_path, tmp_path, sandbox):
     assert "whatsapp goes through whatsapp, which is missing token, phone_number_id" in result.stderr
     assert states(db_path) == {"sent": 2, "scheduled": 2}
     assert {m["api"] for m in sandbox.accepted()} == {"webhook"}
-    assert json.loads(json.dumps(sandbox.accepted()[0]))["to"].startswith("+55")
 
 
 def test_quiet_hours_that_begin_between_claim_and_send_defer_the_rest(sending_cli, sandbox, db_path, tmp_path):
