@@ -19,6 +19,7 @@ import time
 
 from smsched.http import Transport
 from smsched.providers import OutMessage, Twilio
+from smsched.sandbox import wait_for_port
 
 
 def free_port() -> int:
@@ -30,13 +31,8 @@ def free_port() -> int:
 def start_sandbox(port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "smsched", "sandbox", "serve", "--port", str(port)],
                             stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("sandbox did not start")
+    wait_for_port(port)
+    return proc
 
 
 def push(url: str, messages: int, workers: int, client: str) -> float:

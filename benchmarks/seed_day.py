@@ -122,14 +122,9 @@ class Sandbox:
             stale.unlink()
         self.proc = subprocess.Popen([sys.executable, "-m", "smsched", "sandbox", "serve", "--port", str(self.port),
                                       "--db", str(self.db)], stderr=subprocess.DEVNULL)
-        import socket
+        from smsched.sandbox import wait_for_port
 
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(self.port)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:

@@ -574,8 +574,10 @@ class Dispatcher:
                 records.append(_row(m.id, "expired", error=f"not sent within its validity (due {due})"))
                 self.summary.expired += 1
             else:
-                placed = quiet_hours.place(int(now), m.tz, campaign.get("window"))
-                if placed != int(now) and placed > now:
+                window = campaign.get("window")
+                placed = int(now) if window is None or self._allowed_now(m.tz, window) else \
+                    quiet_hours.place(int(now), m.tz, window)
+                if placed > now:
                     if placed > m.expires_at:
                         records.append(_row(m.id, "expired", error="quiet hours until after its validity"))
                         self.summary.expired += 1

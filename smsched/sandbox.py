@@ -26,6 +26,7 @@ import queue
 import random
 import re
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -444,6 +445,19 @@ class SandboxServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Return once something listens on host:port (a sandbox started in another process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g}s") from None
+            time.sleep(0.05)
 
 
 def read_messages(db_path: str) -> list[dict]:

@@ -14,6 +14,7 @@ from smsched.http import Transport
 from smsched.providers import ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, OutMessage, Twilio, Webhook, WhatsApp
 from smsched.providers.webhook import signature
 from smsched.ratelimit import RateLimiter
+from smsched.sandbox import wait_for_port
 
 TO = "+5511987654321"
 ACCOUNT = "AC" + "0" * 32
@@ -261,12 +262,7 @@ def test_sandbox_serve_and_messages_over_the_cli(tmp_path):
                             stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         assert send(providers_for(url)["twilio"]).kind == ACCEPTED
         time.sleep(0.3)  # the writer commits every 100 ms
         result = CliRunner().invoke(app, ["sandbox", "messages", "--db", str(store), "--json"])
