@@ -18,10 +18,11 @@ from typing import Iterable
 import sqlite_utils
 from dateutil import rrule as rrule_lib
 
-from smsched import clock, quiet_hours, segments
+from smsched import clock, queue, quiet_hours, segments
 from smsched.csvfiles import normalise_key, open_csv
 from smsched.errors import ImportFailed, InvalidState, NotFound, UsageError
-from smsched.storage import PENDING_STATES, now_s, transaction
+from smsched.states import PENDING, S
+from smsched.storage import now_s, transaction
 from smsched.templates import ALIASES, Template, compile_template
 from smsched import users as users_lib
 
@@ -557,8 +558,8 @@ def _counts(db, campaign_ids: Iterable[int] | None = None) -> dict[int, dict[str
 def display_status(row: dict, counts: dict[str, int]) -> str:
     if row["status"] in ("paused", "cancelled"):
         return row["status"]
-    pending = sum(counts.get(s, 0) for s in PENDING_STATES)
-    done = sum(n for s, n in counts.items() if s not in PENDING_STATES)
+    pending = sum(counts.get(s, 0) for s in PENDING)
+    done = sum(n for s, n in counts.items() if s not in PENDING)
     if pending == 0 and not row["rrule"]:
         return "completed"
     if done == 0:
@@ -660,30 +661,22 @@ def _transition(db, campaign_id, action: str, now: float | None) -> dict:
         if action == "pause":
             if status == "cancelled":
                 raise InvalidState(f"campaign {row['id']} is cancelled; it cannot be paused")
-            changed = _move(db, row["id"], ("scheduled",), "paused", stamp)
+            changed = queue.move_campaign(db, row["id"], S.PAUSED, (S.SCHEDULED,), now=stamp)
             new_status = "paused"
         elif action == "resume":
             if status == "cancelled":
                 raise InvalidState(
                     f"campaign {row['id']} is cancelled and cannot be resumed; create it again"
                 )
-            changed = _move(db, row["id"], ("paused",), "scheduled", stamp)
+            changed = queue.move_campaign(db, row["id"], S.SCHEDULED, (S.PAUSED,), now=stamp)
             new_status = "active"
         else:
-            changed = _move(db, row["id"], ("scheduled", "paused"), "cancelled", stamp)
+            changed = queue.move_campaign(db, row["id"], S.CANCELLED, (S.SCHEDULED, S.PAUSED), now=stamp)
             new_status = "cancelled"
         db.conn.execute(
             "UPDATE campaigns SET status = ?, updated_at = ? WHERE id = ?", (new_status, int(stamp), row["id"])
         )
     return {"id": row["id"], "action": action, "status": new_status, "was": status, "messages_changed": changed}
-
-
-def _move(db, campaign_id: int, from_states: tuple[str, ...], to_state: str, stamp: float) -> int:
-    marks = ",".join("?" * len(from_states))
-    return db.conn.execute(
-        f"UPDATE messages SET state = ?, updated_at = ? WHERE campaign_id = ? AND state IN ({marks})",
-        (to_state, stamp, campaign_id, *from_states),
-    ).rowcount
 
 
 def reschedule(db: sqlite_utils.Database, campaign_id, at: str, *, allow_past: bool = False, now: float | None = None) -> dict:

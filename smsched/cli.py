@@ -19,7 +19,7 @@ from smsched import users as users_lib
 from smsched.clock import iso_utc
 from smsched.errors import ExitCode, SmschedError
 
-_state = {"traceback": False, "db": None}
+_state: dict = {"traceback": False, "db": None, "now": None}
 
 
 class _Group(TyperGroup):
@@ -75,9 +75,11 @@ app.add_typer(config_app, name="config")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", envvar="SMSCHED_CONFIG", help="smsched.toml [env SMSCHED_CONFIG; default ./smsched.toml]")]
 
+# --db is read here and at the root (`smsched --db X cmd` and `smsched cmd --db X`); the
+# environment variable is looked at only when neither is given: a flag always wins.
 DbOption = Annotated[
     Optional[Path],
-    typer.Option("--db", envvar="SMSCHED_DB", help="SQLite database file [env SMSCHED_DB; default ./smsched.db]"),
+    typer.Option("--db", help="SQLite database file [env SMSCHED_DB; default ./smsched.db]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -93,15 +95,24 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     db: DbOption = None,
+    now: Annotated[Optional[str], typer.Option("--now", help="Pretend it is this instant (tests, simulations); a command's own --now wins.")] = None,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     _state["traceback"] = traceback
     _state["db"] = db
+    _state["now"] = now
 
 
-def open_db(db: Path | None):
-    return storage.connect(db or _state["db"] or storage.DEFAULT_DB)
+def db_path(db: Path | None) -> str:
+    """The database a command uses: its own --db, else the root's --db, else $SMSCHED_DB, else ./smsched.db."""
+    import os
+
+    return str(db or _state["db"] or os.environ.get("SMSCHED_DB") or storage.DEFAULT_DB)
+
+
+def open_db(db: Path | None, **kwargs):
+    return storage.connect(db_path(db), **kwargs)
 
 
 # ---- users -------------------------------------------------------------------------------
@@ -344,12 +355,21 @@ NowOption = Annotated[Optional[str], typer.Option("--now", help="Pretend it is t
 
 
 def _now(text: str | None, tz: str = "UTC") -> float | None:
+    """The instant --now names (the command's own, else the root's), read in ``tz``; None: the real clock."""
+    text = text if text is not None else _state["now"]
     if text is None:
         return None
     from smsched.clock import parse_when
     import time
 
-    return float(parse_when(text, tz, time.time()))
+    return float(parse_when(text, tz, time.time(), what="--now"))
+
+
+def _clock(text: str | None):
+    """The one clock a command runs on: the machine's, or started at --now and advancing from there."""
+    from smsched.clock import Clock
+
+    return Clock(_now(text))
 
 
 @campaigns_app.command("create")
@@ -508,13 +528,14 @@ def campaigns_reschedule(
 @app.command()
 def dispatch(
     provider: Annotated[Optional[str], typer.Option(help="Send every channel it can carry through this provider.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Concurrent requests (default [dispatch] workers, 32).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent requests, 1-1024 (default [dispatch] workers, 32).")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Messages/second per provider, overriding the configuration.")] = None,
     time_budget: Annotated[str, typer.Option(help="Keep sending what falls due for this long, then exit (0: only what is due now).")] = "55s",
     max_campaigns: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N campaigns this run.")] = None,
     max_per_campaign: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N messages per campaign.")] = None,
     parallel: Annotated[Optional[int], typer.Option(help="The seed's cycle: campaigns sent at a time.")] = None,
     batch_delay: Annotated[str, typer.Option(help="The seed's cycle: pause between batches, e.g. 200ms.")] = "0ms",
+    batch: Annotated[Optional[int], typer.Option(help="Messages per claim (default: about 10 s of sending, at most [dispatch] batch).")] = None,
     lease: Annotated[str, typer.Option(help="How long a claim is held before another run may recover it.")] = "5m",
     concurrent: Annotated[bool, typer.Option("--concurrent", help="Share the work with dispatchers already running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent now; change nothing.")] = False,
@@ -528,10 +549,16 @@ def dispatch(
     from smsched import dispatch as dispatch_lib
     from smsched.clock import parse_duration
 
-    database = open_db(db)
-    at = _now(now)
+    # Everything is checked before the database is opened: a bad option changes nothing.
+    options = dispatch_lib.DispatchOptions(
+        provider=provider, workers=workers, rate=rate, time_budget=parse_duration(time_budget, what="--time-budget"),
+        max_campaigns=max_campaigns, max_per_campaign=max_per_campaign, parallel=parallel,
+        batch_delay=parse_duration(batch_delay, what="--batch-delay"), lease=parse_duration(lease, what="--lease"),
+        concurrent=concurrent, batch=batch,
+    ).validate()
+    clock = _clock(now)
     if dry_run:
-        result = dispatch_lib.preview_due(database, now=at)
+        result = dispatch_lib.preview_due(open_db(db), now=clock.now())
         if json_:
             output.emit_json(result)
             return
@@ -541,18 +568,21 @@ def dispatch(
         for m in result["first"]:
             output.out.print(f"  {m['phone']} [{m['channel']}] {m['body']}", markup=False)
         return
-    options = dispatch_lib.DispatchOptions(
-        provider=provider, workers=workers, rate=rate, time_budget=parse_duration(time_budget, what="--time-budget"),
-        max_campaigns=max_campaigns, max_per_campaign=max_per_campaign, parallel=parallel,
-        batch_delay=parse_duration(batch_delay, what="--batch-delay"), lease=parse_duration(lease, what="--lease"),
-        concurrent=concurrent, now=at,
-    )
+    settings = config_lib.load(config)
+    if provider:
+        settings.provider(provider)  # an unknown name is refused before anything is opened
+    statements = [0]
+
+    def count(_sql: str) -> None:
+        statements[0] += 1
+
+    database = open_db(db, trace=count)
     from smsched.progress import DispatchDisplay
 
-    display = DispatchDisplay(database, at, enabled=not json_)
+    display = DispatchDisplay(database, clock.now() if clock.simulated else None, enabled=not json_)
     with display:
-        summary = dispatch_lib.dispatch(database, str(db or _state["db"] or storage.DEFAULT_DB),
-                                        config_lib.load(config), options, progress=display.event)
+        summary = dispatch_lib.dispatch(database, db_path(db), settings, options, clock=clock,
+                                        progress=display.event, statements=lambda: statements[0])
     data = summary.as_dict()
     if json_:
         output.emit_json(data)

@@ -22,6 +22,10 @@ _RELATIVE = re.compile(r"^\+\s*(\d+(?:\.\d+)?)\s*([smhdw])$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ISO_START = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}")
+# Instants smsched accepts: from 1970 to the start of 3000 (a year is never typed as 9999 on purpose).
+LATEST = 32503680000  # 3000-01-01T00:00:00Z
+# Durations: up to a hundred years.
+LONGEST = 100 * 365 * 86400
 
 
 @lru_cache(maxsize=None)
@@ -36,10 +40,10 @@ def zone(name: str) -> tzinfo:
 
 
 def parse_duration(text: str, *, what: str = "duration") -> float:
-    """'55s', '200ms', '5m', '1h30m', '6h', or plain seconds ('90') -> seconds."""
+    """'55s', '200ms', '5m', '1h30m', '6h', or plain seconds ('90') -> seconds (at most 100 years)."""
     value = str(text).strip().lower()
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
+        return _bounded_duration(float(value), text, what)
     pos, total = 0, 0.0
     for match in _DURATION.finditer(value):
         if match.start() != pos:
@@ -50,7 +54,13 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
         raise UsageError(
             f"invalid {what} {text!r}: use a number with a unit, e.g. 200ms, 55s, 5m, 6h, 1d"
         )
-    return total
+    return _bounded_duration(total, text, what)
+
+
+def _bounded_duration(seconds: float, text: str, what: str) -> float:
+    if not seconds <= LONGEST:  # also catches inf and nan
+        raise UsageError(f"{what} {text!r} is too long: at most 100 years (36500d)")
+    return seconds
 
 
 def localize(naive: datetime, tz: tzinfo) -> datetime:
@@ -61,24 +71,24 @@ def localize(naive: datetime, tz: tzinfo) -> datetime:
     return aware
 
 
-def parse_when(text: str, tz_name: str, now: float) -> int:
+def parse_when(text: str, tz_name: str, now: float, *, what: str = "the time") -> int:
     """What people type for a schedule -> UTC Unix seconds.
 
     Accepts ``now``, ``+15m``/``+2h``/``+1d``, ISO forms (``2026-11-26 09:00``,
     ``2026-11-26T09:00-03:00``) and Brazilian day-first (``26/11/2026 09:00``).
-    Times without an offset are read in ``tz_name``.
+    Times without an offset are read in ``tz_name``. Only instants from 1970 to 2999 exist here.
     """
     value = str(text).strip()
     if not value:
-        raise UsageError("empty time: use e.g. '2026-11-26 09:00', '26/11/2026 09:00', now or +15m")
+        raise UsageError(f"empty {what}: use e.g. '2026-11-26 09:00', '26/11/2026 09:00', now or +15m")
     if value.lower() == "now":
-        return int(now)
+        return _bounded_instant(now, text, what)
     relative = _RELATIVE.match(value.lower())
     if relative:
         unit = _UNIT_SECONDS[relative.group(2)]
-        return int(now + float(relative.group(1)) * unit)
+        return _bounded_instant(now + float(relative.group(1)) * unit, text, what)
     if re.fullmatch(r"@\d+(\.\d+)?", value):  # Unix seconds, as `date +@%s` prints
-        return int(float(value[1:]))
+        return _bounded_instant(float(value[1:]), text, what)
     try:
         if _ISO_START.match(value):
             parsed = date_parser.isoparse(value) if "T" in value else date_parser.parse(
@@ -88,12 +98,27 @@ def parse_when(text: str, tz_name: str, now: float) -> int:
             parsed = date_parser.parse(value, dayfirst=True)
     except (ValueError, OverflowError):
         raise UsageError(
-            f"cannot read the time {text!r}: use e.g. '2026-11-26 09:00', "
+            f"cannot read {what} {text!r}: use e.g. '2026-11-26 09:00', "
             "'26/11/2026 09:00', '2026-11-26T09:00-03:00', now, +15m, +2h or +1d"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = localize(parsed, zone(tz_name))
-    return int(parsed.timestamp())
+    if not 1970 <= parsed.year <= 2999:
+        raise _out_of_range(text, what)
+    try:
+        if parsed.tzinfo is None:
+            parsed = localize(parsed, zone(tz_name))
+        return _bounded_instant(parsed.timestamp(), text, what)
+    except (OverflowError, ValueError, OSError):
+        raise _out_of_range(text, what) from None
+
+
+def _bounded_instant(ts: float, text: str, what: str) -> int:
+    if not 0 <= ts < LATEST:  # also catches inf and nan
+        raise _out_of_range(text, what)
+    return int(ts)
+
+
+def _out_of_range(text: str, what: str) -> UsageError:
+    return UsageError(f"{what} {text!r} is out of range: give a time between 1970 and 2999")
 
 
 def iso_utc(ts: float | None) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -27,6 +28,7 @@ DEFAULTS: dict = {
         # "unknown": an ambiguous answer is never resent (at-most-once); "retry": at-least-once.
         "ambiguous": "unknown",
         "breaker_threshold": 20,
+        "breaker_cooldown": "5s",
         "connect_timeout": "3s",
         "read_timeout": "10s",
         "lease": "5m",
@@ -67,6 +69,9 @@ class Config:
             for key in ("rate", "burst", "sender_rate"):
                 if key in settings and not (isinstance(settings[key], (int, float)) and settings[key] > 0):
                     raise ConfigError(f"[providers.{name}] {key} must be a positive number, not {settings[key]!r}")
+            for key in REGISTRY[name].url_settings if name in REGISTRY else ():
+                if settings.get(key) is not None:
+                    check_url(settings[key], f"[providers.{name}] {key}", query=key == "url")
         d = data["dispatch"]
         if d["ambiguous"] not in ("unknown", "retry"):
             raise ConfigError(f"[dispatch] ambiguous = {d['ambiguous']!r}: use \"unknown\" or \"retry\"")
@@ -95,6 +100,29 @@ class Config:
                     settings[key] = mask(str(value))
         view["source"] = self.source
         return view
+
+
+_URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?(/[^\s?#]*)?"
+                  r"(\?[^\s#]*)?$")
+
+
+def check_url(value, key: str, *, query: bool = False) -> str:
+    """A provider address must be http(s)://host[:port][/path] (a webhook may add ?query);
+    anything else is a configuration error."""
+    text = value if isinstance(value, str) else ""
+    match = _URL.match(text)
+    if match and match.group(4) and not query:
+        match = None
+    if not match or (match.group(2) and not 0 < int(match.group(2)[1:]) < 65536):
+        shown = mask_url(text) if text else repr(value)
+        raise ConfigError(f"{key} = {shown!r} is not an http(s)://host[:port][/path] address; fix it in the configuration")
+    return text
+
+
+def mask_url(text: str) -> str:
+    """A URL as people may see it: credentials and query values hidden."""
+    text = re.sub(r"(://)[^/@\s]*@", r"\1********@", text)
+    return re.sub(r"([?&][^=&#\s]+=)[^&#\s]*", r"\1********", text)
 
 
 def mask(value: str) -> str:

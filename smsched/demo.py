@@ -72,8 +72,8 @@ def run(directory: Path, *, leads_count: int = 200, progress=None) -> dict:
             at="now", name="black friday", channel="whatsapp", template="promo_black_friday", lang="pt_BR",
             params=["nome", "cidade"], priority="urgent",
         ), now=at)
-        summary = dispatch(db, str(db_path), config.load(toml_path),
-                           DispatchOptions(now=at + 1, time_budget=0), progress=progress)
+        summary = dispatch(db, str(db_path), config.load(toml_path), DispatchOptions(time_budget=0),
+                           clock=clock.Clock(at + 1), progress=progress)
         received = sandbox.accepted()
     return {
         "directory": str(directory),

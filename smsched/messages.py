@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from smsched import clock
+from smsched import clock, queue
 from smsched.errors import UsageError
-from smsched.storage import MESSAGE_STATES, now_s, transaction
+from smsched.states import ALL, MessageState
+from smsched.storage import now_s, transaction
 
 
 def list_messages(
@@ -26,8 +27,8 @@ def list_messages(
         where.append("m.user_id = ?")
         params.append(user["id"])
     if state is not None:
-        if state not in MESSAGE_STATES:
-            raise UsageError(f"unknown state {state!r}: use one of {', '.join(MESSAGE_STATES)}")
+        if state not in ALL:
+            raise UsageError(f"unknown state {state!r}: use one of {', '.join(ALL)}")
         where.append("m.state = ?")
         params.append(state)
     if phone is not None:
@@ -53,6 +54,10 @@ def list_messages(
     ]
 
 
+# A requeued message may still go out this long after it is requeued.
+REQUEUE_VALID_FOR_S = 6 * 3600
+
+
 def retry(
     db: sqlite_utils.Database,
     *,
@@ -64,14 +69,7 @@ def retry(
     if not states:
         raise UsageError("say what to requeue: --unknown, --failed, or both")
     stamp = int(now if now is not None else now_s())
-    sql = (
-        "UPDATE messages SET state = 'scheduled', scheduled_at = ?, expires_at = max(expires_at, ? + 21600),"
-        " attempts = 0, lease_until = NULL, updated_at = ? WHERE state IN ({})".format(",".join("?" * len(states)))
-    )
-    params: list = [stamp, stamp, stamp, *states]
-    if campaign is not None:
-        sql += " AND campaign_id = ?"
-        params.append(campaign)
     with transaction(db):
-        changed = db.conn.execute(sql, params).rowcount
+        changed = queue.requeue(db, [MessageState(s) for s in states], at=stamp, valid_for=REQUEUE_VALID_FOR_S,
+                                campaign=campaign)
     return {"requeued": changed, "states": states, "campaign": campaign, "at": clock.iso_utc(stamp)}

@@ -10,7 +10,7 @@ import json
 
 import sqlite_utils
 
-from smsched import phones
+from smsched import phones, queue
 from smsched.csvfiles import normalise_key, open_csv
 from smsched.errors import ImportFailed, UsageError
 from smsched.leads import PHONE_HEADERS, _match_header
@@ -33,10 +33,11 @@ def add(
     if not normalized:
         raise UsageError("give at least one phone number")
     with transaction(db):
-        return _add_normalized(db, normalized, user["id"] if user else 0, reason, source, now)
+        return add_normalized(db, normalized, user["id"] if user else 0, reason, source, now)
 
 
-def _add_normalized(db, numbers: list[str], scope: int, reason, source, now) -> dict:
+def add_normalized(db, numbers: list[str], scope: int, reason, source, now) -> dict:
+    """Numbers already in E.164 join the list (scope 0: every user); their waiting messages are suppressed."""
     stamp = int(now or now_s())
     conn = db.conn
     before = conn.total_changes
@@ -46,23 +47,8 @@ def _add_normalized(db, numbers: list[str], scope: int, reason, source, now) -> 
         [(n, scope, reason, source, stamp) for n in dict.fromkeys(numbers)],
     )
     added = conn.total_changes - before
-    suppressed = suppress_pending(db, numbers, scope)
+    suppressed = queue.suppress_numbers(db, numbers, scope, now=stamp)
     return {"added": added, "already": len(set(numbers)) - added, "suppressed_messages": suppressed}
-
-
-def suppress_pending(db: sqlite_utils.Database, numbers: list[str], scope: int) -> int:
-    """Mark the numbers' messages that are not yet sent as suppressed (scope 0: every user's)."""
-    if not numbers:
-        return 0
-    sql = (
-        "UPDATE messages SET state = 'suppressed', error = 'opted out', updated_at = unixepoch()"
-        " WHERE phone IN (SELECT value FROM json_each(?)) AND state IN ('scheduled', 'paused')"
-    )
-    params: list = [json.dumps(sorted(set(numbers)))]
-    if scope:
-        sql += " AND user_id = ?"
-        params.append(scope)
-    return db.conn.execute(sql, params).rowcount
 
 
 def import_file(
@@ -99,7 +85,7 @@ def import_file(
     if not numbers:
         raise ImportFailed(f"{source.name}: no valid phone number found")
     with transaction(db):
-        counts = _add_normalized(db, numbers, user["id"] if user else 0, reason, f"import:{source.name}", now)
+        counts = add_normalized(db, numbers, user["id"] if user else 0, reason, f"import:{source.name}", now)
     counts["invalid"] = invalid
     return counts
 

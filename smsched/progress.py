@@ -75,8 +75,8 @@ class DispatchDisplay:
                         f"retried {summary.retried}, failed {summary.failed}, unknown {summary.unknown}, "
                         f"suppressed {summary.suppressed}, expired {summary.expired} | {summary.sent / elapsed:.0f} msg/s")
         if kind == "breaker":
-            output.warn(f"provider {extra['provider']} answered 'retry later' {extra['after']} times in a row; "
-                        "pausing it for the rest of this run")
+            output.warn(f"provider {extra['provider']} is failing ({extra['after']} outages in a row, or its probe "
+                        f"failed): pausing it, one probe every {extra['cooldown']:g}s")
 
     def final(self, summary) -> None:
         data = summary.as_dict()

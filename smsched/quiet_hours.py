@@ -52,3 +52,24 @@ def place(ts: int, tz_name: str, window: Window) -> int:
     if allows(window, local.hour * 60 + local.minute):
         return ts
     return clock.next_local_time(ts, tz_name, window[0])
+
+
+class LocalMinutes:
+    """``allows(window, tz, now)`` for many messages at once: one local-time conversion per
+    (zone, minute), shared by every thread of a run."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, int], int] = {}
+
+    def minute_of_day(self, tz: str, now: float) -> int:
+        key = (tz, int(now) // 60)
+        minute = self.cache.get(key)
+        if minute is None:
+            if len(self.cache) > 50_000:
+                self.cache.clear()
+            local = clock.local_datetime(now, tz)
+            minute = self.cache[key] = local.hour * 60 + local.minute
+        return minute
+
+    def allows(self, window: Window, tz: str, now: float) -> bool:
+        return window is None or allows(window, self.minute_of_day(tz, now))

@@ -1,9 +1,14 @@
-"""Rate limits shared by every worker thread of a run.
+"""Rate limits shared by every worker thread of a run, adapting to what the provider accepts.
 
 A ``RateLimiter`` spaces sends 1/rate apart after an initial burst, and never lets more than
 ``rate`` through in any one-second window (a sliding log of the last ``rate`` send times).
-On a 429 the effective rate halves; each later success wins a little of it back (AIMD), so a
-run slows down instead of hammering a provider that pushes back.
+
+When the provider throttles (HTTP 429, Twilio 20429, Meta 130429/80007), the rate adapts:
+multiplicative decrease (half, and never above what the provider actually accepted in the last
+second) plus a pause of ``Retry-After`` (or a short default), once per congestion event — an
+answer to a request sent before the last decrease is old news and changes nothing. Each
+accepted message then wins a little back (additive increase: 5% of the last good rate per
+second), never above the configured rate. The clock and the sleep are injected.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import threading
 import time
 from typing import Callable
 
+MIN_RATE = 0.5          # messages/second: the floor of the decrease
+DECREASE = 0.7      # as CUBIC: a gentler cut keeps the average nearer the limit
+INCREASE_SHARE = 0.05   # of the rate before the last decrease, won back per second
+
 
 class RateLimiter:
     def __init__(self, rate: float, burst: int | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        if rate <= 0:
+                 sleep: Callable[[float], object] = time.sleep):
+        if not rate > 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
         self.effective = float(rate)
@@ -26,24 +35,29 @@ class RateLimiter:
         self.lock = threading.Lock()
         self.tat = 0.0  # theoretical arrival time (GCRA)
         self.window: collections.deque[float] = collections.deque()
+        self.accepted_log: collections.deque[float] = collections.deque()
         self.waited = 0.0
-        self.last_slow_down = float("-inf")
+        self.last_decrease = float("-inf")
+        self.good_rate = float(rate)
+        self.throttled = 0
+        self.decreases = 0
+        self.paused_until = float("-inf")
 
     def _reserve(self) -> float:
         """Reserve the next slot; returns when it is (monotonic seconds)."""
         now = self.clock()
         interval = 1.0 / self.effective
         tolerance = (self.burst - 1) * interval
-        slot = max(now, self.tat - tolerance)
+        slot = max(now, self.tat - tolerance, self.paused_until)
         if self.window:
-            slot = max(slot, self.window[-1])  # slots stay in order even after slow_down()
+            slot = max(slot, self.window[-1])  # slots stay in order even after a decrease
         cap = max(1, int(self.effective))
         if len(self.window) >= cap:
             # The send `cap` places back must be more than a second before this one.
             slot = max(slot, self.window[-cap] + 1.0)
         self.tat = max(self.tat, slot) + interval
         self.window.append(slot)
-        while len(self.window) > max(cap, 1) * 2:
+        while len(self.window) > cap * 2:
             self.window.popleft()
         return slot
 
@@ -59,36 +73,55 @@ class RateLimiter:
             return wait
         return 0.0
 
-    def slow_down(self) -> None:
-        """Halve the rate, once per congestion event: 429s that arrive together count once."""
+    def accepted(self) -> None:
+        """Additive increase, up to the configured rate."""
         with self.lock:
             now = self.clock()
-            if now - self.last_slow_down < 1.0:
-                return
-            self.last_slow_down = now
-            self.effective = max(1.0, self.effective / 2)
-
-    def speed_up(self) -> None:
-        with self.lock:
+            log = self.accepted_log
+            log.append(now)
+            while log[0] <= now - 1.0:
+                log.popleft()
             if self.effective < self.rate:
-                self.effective = min(self.rate, self.effective + max(0.5, self.rate / 50))
+                self.effective = min(self.rate, self.effective + INCREASE_SHARE * self.good_rate / self.effective)
+
+    def throttled_answer(self, sent_at: float, retry_after: float | None, default_pause: float = 1.0) -> bool:
+        """The provider said "slow down" to a request sent at ``sent_at``; True when the rate changed."""
+        with self.lock:
+            self.throttled += 1
+            if sent_at < self.last_decrease:
+                return False  # sent before we slowed down: the same congestion event
+            now = self.clock()
+            while self.accepted_log and self.accepted_log[0] <= now - 1.0:
+                self.accepted_log.popleft()
+            accepted_last_second = len(self.accepted_log)
+            self.good_rate = max(MIN_RATE, min(self.effective, accepted_last_second or self.effective))
+            self.effective = max(MIN_RATE, min(self.effective * DECREASE, self.good_rate))
+            pause = retry_after if retry_after is not None else default_pause
+            self.paused_until = max(self.paused_until, now + pause)
+            self.last_decrease = now + pause  # what leaves before the pause ends is the same event
+            self.tat = max(self.tat, self.paused_until)
+            self.window.clear()
+            self.decreases += 1
+            return True
 
 
 class Limits:
     """One limiter per provider account, and one per (provider, sender) where configured."""
 
-    def __init__(self, rate_overrides: dict[str, float] | None = None):
-        self.overrides = rate_overrides or {}
+    def __init__(self, sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.limiters: dict[tuple[str, str], RateLimiter] = {}
         self.lock = threading.Lock()
+        self.sleep, self.clock = sleep, clock
 
     def for_key(self, provider: str, sender: str, rate: float, burst: int) -> RateLimiter:
         key = (provider, sender)
-        with self.lock:
-            limiter = self.limiters.get(key)
-            if limiter is None:
-                limiter = self.limiters[key] = RateLimiter(rate, burst)
-            return limiter
+        limiter = self.limiters.get(key)
+        if limiter is None:
+            with self.lock:
+                limiter = self.limiters.get(key)
+                if limiter is None:
+                    limiter = self.limiters[key] = RateLimiter(rate, burst, clock=self.clock, sleep=self.sleep)
+        return limiter
 
     @property
     def waited(self) -> float:

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from smsched import clock
-from smsched.dispatch import lag_percentiles, name_bottleneck
+from smsched.dispatch.summary import lag_percentiles, name_bottleneck
 from smsched.errors import UsageError
-from smsched.storage import MESSAGE_STATES
+from smsched.states import ALL as MESSAGE_STATES
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -35,12 +35,16 @@ def _scope(user: dict | None, campaign: int | None, alias: str = "") -> tuple[st
 def recent_runs(db: sqlite_utils.Database, now: float, limit: int = 10) -> list[dict]:
     rows = db.conn.execute(
         "SELECT id, mode, status, clock_start, finished_at, duration, claimed, sent, retried, failed, unknown,"
-        " rate, lag_p50, lag_p99, lag_max, time_db, time_provider, time_rate_limit, time_idle, bottleneck"
+        " rate, lag_p50, lag_p99, lag_max, time_db, time_provider, time_rate_limit, time_idle, bottleneck,"
+        " time_cpu, throttled, bottleneck_detail"
         " FROM runs WHERE clock_start <= ? ORDER BY clock_start DESC, id DESC LIMIT ?", (now, limit)).fetchall()
     runs = []
     for r in rows:
-        split = {"database": r[15] or 0.0, "provider": r[16] or 0.0, "rate_limit": r[17] or 0.0, "idle": r[18] or 0.0}
-        name, words = name_bottleneck(r[5] or 0.0, split, (r[7] or 0) + (r[9] or 0) + (r[10] or 0) + (r[8] or 0))
+        split = {"database": r[15] or 0.0, "provider": r[16] or 0.0, "rate_limit": r[17] or 0.0, "idle": r[18] or 0.0,
+                 "cpu": r[20]}
+        name, words = name_bottleneck(r[5] or 0.0, split, (r[7] or 0) + (r[9] or 0) + (r[10] or 0) + (r[8] or 0),
+                                      throttled=r[21] or 0)
+        words = r[22] or words
         runs.append({
             "id": r[0], "mode": r[1], "status": r[2], "started_at": clock.iso_utc(r[3]), "finished_at": clock.iso_utc(r[4]),
             "started": r[3], "duration": r[5], "claimed": r[6], "sent": r[7], "retried": r[8], "failed": r[9],

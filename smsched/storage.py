@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlite_utils
 
@@ -22,21 +22,6 @@ APPLICATION_ID = 0x534D5343
 # Long enough for 50 concurrent CLI writers queued behind one another and a running dispatch.
 BUSY_TIMEOUT_S = 120.0
 DEFAULT_DB = "smsched.db"
-
-MESSAGE_STATES = (
-    "scheduled",
-    "paused",
-    "claimed",
-    "sending",
-    "sent",
-    "failed",
-    "unknown",
-    "suppressed",
-    "cancelled",
-    "expired",
-)
-# States a message can still leave on its own (for campaign status and cancellation).
-PENDING_STATES = ("scheduled", "paused", "claimed", "sending")
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -162,33 +147,49 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX runs_started ON runs (started_at);
         """,
     ),
+    (
+        "0002_next_due_and_run_facts",
+        """
+        -- When does the next message fall due: one index step, whatever the table's size.
+        CREATE INDEX messages_next_due ON messages (scheduled_at) WHERE state = 'scheduled';
+        -- The facts a run's bottleneck is named from.
+        ALTER TABLE runs ADD COLUMN time_cpu REAL;
+        ALTER TABLE runs ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN bottleneck_detail TEXT;
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: str | os.PathLike) -> sqlite_utils.Database:
+def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = None) -> sqlite_utils.Database:
     """Open (creating if needed) and migrate the database at ``path``.
 
     The connection is in autocommit mode: every multi-statement write goes through
-    :func:`transaction`, which takes the write lock up front.
+    :func:`transaction`, which takes the write lock up front. ``trace`` sees every statement
+    from the first one (dispatch counts them).
     """
     path = Path(path)
     if path.is_dir():
         raise DatabaseError(f"{path} is a directory, not a database file; pass --db FILE")
     _refuse_foreign_file(path)
     try:
+        # The busy timeout: long enough for dozens of CLI writers queued behind a dispatch.
         conn = sqlite3.connect(
             str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if trace is not None:
+            conn.set_trace_callback(trace)
         # Identify the file before any pragma that writes to it (journal_mode does).
-        _check_identity(conn, path)
+        identity = _check_identity(conn, path)
+        if identity["journal_mode"] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # FULL (SQLite's default, checked here): a committed 'sending' mark must survive a power
+        # cut, or a message could be sent twice. Dispatch commits a few times per thousand
+        # messages, so it costs little.
+        if identity["synchronous"] != 2:
+            conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed 'sending' mark must survive a power cut, or a message could be
-        # sent twice. Dispatch commits a few times per thousand messages, so it costs little.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA temp_store = FILE")
         conn.execute("PRAGMA cache_size = -32000")
     except (NotSmschedDatabase, DatabaseError):
         raise
@@ -197,11 +198,12 @@ def connect(path: str | os.PathLike) -> sqlite_utils.Database:
             f"{path} is not an smsched database ({exc}); pass --db with another file"
         ) from None
     db = sqlite_utils.Database(conn, execute_plugins=False)
-    try:
-        _migrate(db, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise DatabaseError(f"cannot use database {path}: {exc}") from None
+    if identity["user_version"] < SCHEMA_VERSION:
+        try:
+            _migrate(db, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise DatabaseError(f"cannot use database {path}: {exc}") from None
     return db
 
 
@@ -218,10 +220,13 @@ def _refuse_foreign_file(path: Path) -> None:
         )
 
 
-def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and _has_tables(conn)):
+def _check_identity(conn: sqlite3.Connection, path: Path) -> dict:
+    """What the file says it is, in one read: whose, which schema, which journal."""
+    app_id, version, journal, synchronous, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version),"
+        " (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous),"
+        " (SELECT count(*) FROM sqlite_master)").fetchone()
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
         conn.close()
         raise NotSmschedDatabase(
             f"{path} is an SQLite database but not an smsched one; pass --db with another file"
@@ -232,6 +237,7 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} was written by a newer smsched (schema {version}, this one knows "
             f"{SCHEMA_VERSION}); upgrade smsched"
         )
+    return {"user_version": version, "journal_mode": journal, "synchronous": synchronous}
 
 
 def _migrate(db: sqlite_utils.Database, path: Path) -> None:
@@ -260,10 +266,6 @@ def _statements(sql: str) -> list[str]:
             statements.append(buffer.strip())
             buffer = ""
     return [s for s in statements if s]
-
-
-def _has_tables(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
 
 
 @contextlib.contextmanager

@@ -16,7 +16,8 @@ from tests.dispatch_helpers import phones, rows, seed_users, states
 
 DUE = "2026-11-25T13:00:00Z"
 AT = "2026-11-25 10:00"
-IN_FLIGHT_WINDOW = 400  # two groups of at most 200 marked 'sending'
+WORKERS = 16
+IN_FLIGHT_WINDOW = 2 * WORKERS  # rows in 'sending' at any instant, at most
 
 
 def start_dispatch(db_path, config_file, *args: str) -> subprocess.Popen:
@@ -50,12 +51,12 @@ def test_kill_9_at_random_moments_never_sends_twice_nor_loses_a_message(db_path,
     seed_users(db_path, tmp_path, [20_000], at=AT, now=NOW)
     rng = random.Random(20261125)
     for _ in range(10):
-        proc = start_dispatch(db_path, config_file)
-        time.sleep(rng.uniform(0.4, 1.6))
+        proc = start_dispatch(db_path, config_file, "--workers", str(WORKERS))
+        time.sleep(rng.uniform(0.4, 1.6))  # real clock: when the kill lands
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     for _ in range(3):  # finish the job
-        proc = start_dispatch(db_path, config_file)
+        proc = start_dispatch(db_path, config_file, "--workers", str(WORKERS))
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
         if json.loads(out)["claimed"] == 0:
@@ -96,7 +97,7 @@ def test_faults_end_in_the_states_the_outcome_table_says(db_path, tmp_path, sand
     config_file.write_text(config_file.read_text().replace("workers = 32", 'workers = 16\nread_timeout = "0.5s"\nbreaker_threshold = 1000'))
     seed_users(db_path, tmp_path, [600], at=AT, now=NOW)
     targets = phones(600)
-    rules = [{"to": p, "status": 429, "code": 20429, "retry_after": 30} for p in targets[:30]]
+    rules = [{"to": p, "status": 400, "code": 30001} for p in targets[:30]]  # queue full: retry later
     rules += [{"to": p, "status": 201, "hang_ms": 1500} for p in targets[30:40]]
     sandbox.configure(rules=rules, fail_rate=0.05, seed=7)
     proc = start_dispatch(db_path, config_file)

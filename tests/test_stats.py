@@ -61,7 +61,8 @@ def test_stats_json_numbers(seeded):
         ("[21211] invalid", "failed", 1), ("no answer: ReadTimeout", "unknown", 1)]
     assert [r["sent"] for r in data["runs"]] == [3, 200]
     assert data["runs"][0]["bottleneck"] == "rate_limit"
-    assert data["bottleneck"].startswith("provider rate limit: 80% of the run waited for tokens")
+    assert data["bottleneck"].startswith("provider rate limit: workers waited for the rate limit")
+    assert "80% of the run" in data["bottleneck"] and "a second dispatcher would not send faster" in data["bottleneck"]
     assert [(u["user"], u["sent"], u["due"]) for u in data["busiest_users"]] == [("u1", 3, 0), ("u2", 0, 2)]
 
 

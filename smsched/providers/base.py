@@ -9,6 +9,12 @@ Outcomes:
   reset after sending). Never resent automatically; ``[dispatch] ambiguous = "retry"`` opts in
   to at-least-once.
 - CONFIG: our credentials or settings were refused: stop the run, leave messages scheduled.
+
+Two attributes cut across the kinds, and the engine asks for them instead of listing codes:
+- ``throttled``: the provider said "slow down" (HTTP 429, Twilio 20429, Meta 130429/80007/4).
+  Flow control, not a failure: no attempt is used, the run slows down and sends it again.
+- ``outage``: the provider or the way to it is failing (5xx, network error, timeout). Only
+  these count toward the circuit breaker.
 """
 
 from __future__ import annotations
@@ -53,12 +59,17 @@ class Outcome:
     code: str | None = None
     reason: str | None = None
     opt_out: bool = False
+    throttled: bool = False
+    outage: bool = False
 
     @property
     def error(self) -> str | None:
         if self.kind == ACCEPTED:
             return None
         return " ".join(p for p in (f"[{self.code}]" if self.code else "", self.reason or "") if p) or self.kind
+
+
+MESSAGE_ID_HEADER = "X-Smsched-Message-Id"
 
 
 class Provider(abc.ABC):
@@ -68,6 +79,10 @@ class Provider(abc.ABC):
     channels: tuple[str, ...] = ()
     # Documented defaults, overridable per provider in smsched.toml.
     default_rate = 10.0
+    # Settings that are URLs (checked when the configuration is loaded).
+    url_settings: tuple[str, ...] = ("base_url",)
+    # Does a request carry the lead's fields (so the engine must read them)?
+    needs_lead_fields = False
 
     def __init__(self, settings: dict):
         self.settings = settings
@@ -129,23 +144,36 @@ def by_status(status: int, headers: dict, reason: str | None, code: str | None =
     if status in (401, 403):
         return Outcome(CONFIG, code=code or str(status), reason=reason or "credentials refused")
     if status == 429:
-        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "429", reason=reason or "rate limited")
+        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "429", reason=reason or "rate limited",
+                       throttled=True)
     if status == 503:
-        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "503", reason=reason or "service unavailable")
+        return Outcome(RETRY, retry_after=retry_after_seconds(headers), code=code or "503", reason=reason or "service unavailable",
+                       outage=True)
     if status >= 500 or status in (408,):
-        return Outcome(UNKNOWN, code=code or str(status), reason=reason or f"HTTP {status}: the provider may have sent it")
+        return Outcome(UNKNOWN, code=code or str(status), reason=reason or f"HTTP {status}: the provider may have sent it",
+                       outage=True)
     return Outcome(PERMANENT, code=code or str(status), reason=reason or f"HTTP {status}")
 
 
-def by_code(table: dict, code, status: int, headers: dict, reason: str | None) -> Outcome:
-    """The outcome a provider's error code means (table: code -> (kind, opt-out, default back-off)),
-    else what the HTTP status means."""
+@dataclass(frozen=True)
+class Code:
+    """What one of a provider's error codes means."""
+
+    kind: str
+    opt_out: bool = False
+    backoff: float | None = None  # when no Retry-After came with it
+    throttled: bool = False
+
+
+def by_code(table: dict[int, Code], code, status: int, headers: dict, reason: str | None) -> Outcome:
+    """The outcome a provider's error code means, else what the HTTP status means."""
     try:
         number = int(code) if code is not None else None
     except (TypeError, ValueError):
         number = None
-    if number in table:
-        kind, opt_out, backoff = table[number]
-        return Outcome(kind, code=str(number), reason=reason, opt_out=opt_out,
-                       retry_after=retry_after_seconds(headers, backoff) if kind == RETRY else None)
+    meaning = table.get(number) if number is not None else None
+    if meaning is not None:
+        return Outcome(meaning.kind, code=str(number), reason=reason, opt_out=meaning.opt_out, throttled=meaning.throttled,
+                       outage=status >= 500,
+                       retry_after=retry_after_seconds(headers, meaning.backoff) if meaning.kind == RETRY else None)
     return by_status(status, headers, reason, str(number) if number else None)

@@ -7,25 +7,28 @@ import json
 from urllib.parse import quote, urlencode
 
 from smsched.providers.base import (
-    ACCEPTED, CONFIG, PERMANENT, RETRY, HttpRequest, OutMessage, Outcome, Provider, by_code, json_body,
+    ACCEPTED, CONFIG, MESSAGE_ID_HEADER, PERMANENT, RETRY, Code, HttpRequest, OutMessage, Outcome, Provider,
+    by_code, json_body,
 )
 
-# Twilio error code -> (outcome, opt-out, default back-off seconds)
-CODES: dict[int, tuple[str, bool, float | None]] = {
-    20429: (RETRY, False, None),      # too many requests
-    21611: (RETRY, False, 60.0),      # the From number's queue is full
-    30001: (RETRY, False, 60.0),      # queue overflow
-    21211: (PERMANENT, False, None),  # invalid 'To' number
-    21614: (PERMANENT, False, None),  # 'To' is not a mobile number
-    21612: (PERMANENT, False, None),  # cannot route to this number
-    21408: (PERMANENT, False, None),  # region not enabled
-    21610: (PERMANENT, True, None),   # the recipient replied STOP: unsubscribed
-    20003: (CONFIG, False, None),     # authentication failed
-    20404: (CONFIG, False, None),     # account or resource not found
-    21606: (CONFIG, False, None),     # 'From' is not a number of this account
-    21659: (CONFIG, False, None),     # 'From' is not a valid sender
-    21703: (CONFIG, False, None),     # messaging service has no senders
+# What Twilio's error codes mean (https://www.twilio.com/docs/api/errors).
+CODES: dict[int, Code] = {
+    20429: Code(RETRY, throttled=True),   # too many requests: slow down
+    21611: Code(RETRY, backoff=60.0),     # the From number's queue is full
+    30001: Code(RETRY, backoff=60.0),     # queue overflow
+    21211: Code(PERMANENT),               # invalid 'To' number
+    21614: Code(PERMANENT),               # 'To' is not a mobile number
+    21612: Code(PERMANENT),               # cannot route to this number
+    21408: Code(PERMANENT),               # region not enabled
+    21610: Code(PERMANENT, opt_out=True), # the recipient replied STOP: unsubscribed
+    20003: Code(CONFIG),                  # authentication failed
+    20404: Code(CONFIG),                  # account or resource not found
+    21606: Code(CONFIG),                  # 'From' is not a number of this account
+    21659: Code(CONFIG),                  # 'From' is not a valid sender
+    21703: Code(CONFIG),                  # messaging service has no senders
 }
+# Permanent failures that no resend can fix (`retry --failed` leaves them unless asked).
+UNFIXABLE = (21211, 21614, 21612, 21408, 21610)
 
 
 class Twilio(Provider):
@@ -68,7 +71,7 @@ class Twilio(Provider):
         if self.settings.get("status_callback"):
             form["StatusCallback"] = self.settings["status_callback"]
         url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}/Messages.json"
-        headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded", MESSAGE_ID_HEADER: str(message.id)}
         return HttpRequest("POST", url, headers, urlencode(form).encode())
 
     def check_request(self) -> HttpRequest:

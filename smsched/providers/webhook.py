@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import json
 
-from smsched.providers.base import ACCEPTED, PERMANENT, HttpRequest, OutMessage, Outcome, Provider, by_status, json_body
+from smsched.providers.base import (
+    ACCEPTED, MESSAGE_ID_HEADER, PERMANENT, HttpRequest, OutMessage, Outcome, Provider, by_status, json_body,
+)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -23,6 +25,8 @@ class Webhook(Provider):
     name = "webhook"
     channels = ("sms", "whatsapp")
     default_rate = 100.0
+    url_settings = ("url",)
+    needs_lead_fields = True  # the body carries the lead's fields
 
     def missing_settings(self) -> list[str]:
         return [] if self.settings.get("url") else ["url"]
@@ -42,7 +46,7 @@ class Webhook(Provider):
         if message.sender:
             payload["from"] = message.sender
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", MESSAGE_ID_HEADER: str(message.id)}
         if self.settings.get("secret"):
             headers["X-Smsched-Signature"] = signature(self.settings["secret"], body)
         return HttpRequest("POST", self.settings["url"], headers, body)

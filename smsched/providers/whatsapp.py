@@ -5,28 +5,31 @@ from __future__ import annotations
 import json
 
 from smsched.providers.base import (
-    ACCEPTED, CONFIG, PERMANENT, RETRY, UNKNOWN, HttpRequest, OutMessage, Outcome, Provider, by_code, json_body,
+    ACCEPTED, CONFIG, MESSAGE_ID_HEADER, PERMANENT, RETRY, UNKNOWN, Code, HttpRequest, OutMessage, Outcome, Provider,
+    by_code, json_body,
 )
 
-# Graph API error code -> (outcome, opt-out, default back-off seconds)
-CODES: dict[int, tuple[str, bool, float | None]] = {
-    130429: (RETRY, False, 60.0),     # throughput limit reached
-    131056: (RETRY, False, 60.0),     # too many messages to this pair of numbers
-    80007: (RETRY, False, 300.0),     # WhatsApp Business Account rate limit
-    4: (RETRY, False, 300.0),         # application request limit
-    131026: (PERMANENT, False, None), # undeliverable
-    131047: (PERMANENT, False, None), # more than 24 hours since the customer last replied
-    131051: (PERMANENT, False, None), # unsupported message type
-    132000: (PERMANENT, False, None), # template parameter count mismatch
-    132001: (PERMANENT, False, None), # template does not exist
-    100: (PERMANENT, False, None),    # invalid parameter
-    131050: (PERMANENT, True, None),  # the person stopped marketing messages
-    190: (CONFIG, False, None),       # access token expired or invalid
-    10: (CONFIG, False, None),        # permission denied
-    200: (CONFIG, False, None),       # permission denied
-    131031: (CONFIG, False, None),    # business account locked
-    131000: (UNKNOWN, False, None),   # something went wrong
+# What the Graph API's error codes mean for a message
+# (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes).
+CODES: dict[int, Code] = {
+    130429: Code(RETRY, backoff=60.0, throttled=True),   # throughput limit reached: slow down
+    80007: Code(RETRY, backoff=300.0, throttled=True),   # WhatsApp Business Account rate limit
+    4: Code(RETRY, backoff=300.0, throttled=True),       # application request limit
+    131056: Code(RETRY, backoff=60.0),   # too many messages to this pair of numbers (this recipient only)
+    131026: Code(PERMANENT),             # undeliverable
+    131047: Code(PERMANENT),             # more than 24 hours since the customer last replied
+    131051: Code(PERMANENT),             # unsupported message type
+    132000: Code(PERMANENT),             # template parameter count mismatch
+    132001: Code(PERMANENT),             # template does not exist
+    100: Code(PERMANENT),                # invalid parameter
+    131050: Code(PERMANENT, opt_out=True),  # the person stopped marketing messages
+    190: Code(CONFIG),                   # access token expired or invalid
+    10: Code(CONFIG),                    # permission denied
+    200: Code(CONFIG),                   # permission denied
+    131031: Code(CONFIG),                # business account locked
+    131000: Code(UNKNOWN),               # something went wrong
 }
+UNFIXABLE = (131026, 131051, 132000, 132001, 100, 131050)
 
 
 class WhatsApp(Provider):
@@ -67,7 +70,7 @@ class WhatsApp(Provider):
             payload |= {"type": "template", "template": template}
         else:
             payload |= {"type": "text", "text": {"body": message.body, "preview_url": False}}
-        headers = self._headers() | {"Content-Type": "application/json"}
+        headers = self._headers() | {"Content-Type": "application/json", MESSAGE_ID_HEADER: str(message.id)}
         return HttpRequest("POST", f"{self._base}/messages", headers,
                            json.dumps(payload, ensure_ascii=False).encode())
 

@@ -1,0 +1,279 @@
+"""The message queue: every statement that moves a message from one state to another, and the
+reads the dispatch engine plans with.
+
+Each UPDATE here is guarded by the states its move may start from (``smsched.states``), so a
+message can never be moved from a state the rules do not allow: a claim takes only
+'scheduled' rows, a 'sending' mark only rows this run claimed, an outcome only rows this run
+marked. Campaigns, opt-outs, the operator's retry and the engine all come here.
+
+A claim is one ``UPDATE ... RETURNING`` statement, so any number of processes can claim from
+one database without ever sharing a message. Order: priority, then the minute a message falls
+due, then its position in its campaign, so that every campaign due in a minute gets its first
+message out before any gets its second (one user's 100,000 do not hold back another's 100).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+import sqlite_utils
+
+from smsched.states import MessageState, S, sources
+from smsched.states import Change
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    """A claimed message, as the engine carries it from the claim to its outcome."""
+
+    id: int
+    campaign_id: int
+    user_id: int
+    lead_id: int | None
+    phone: str
+    channel: str
+    body: str
+    params: str | None
+    tz: str
+    priority: int
+    seq: int
+    scheduled_at: int
+    expires_at: int
+    attempts: int
+    provider: str = ""
+
+
+_RETURNING = ("id, campaign_id, user_id, lead_id, phone, channel, body, params, tz, priority, seq,"
+              " scheduled_at, expires_at, attempts")
+
+
+def _in(states: Iterable[MessageState]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in states) + ")"
+
+
+def _channel_filter(channels: list[str] | None) -> tuple[str, list]:
+    if channels is None:
+        return "", []
+    return f" AND channel IN ({','.join('?' * len(channels)) or 'NULL'})", list(channels)
+
+
+# ---- claiming --------------------------------------------------------------------------
+
+
+def claim_due(db: sqlite_utils.Database, *, now: float, limit: int, owner: str, lease_until: float,
+              channels: list[str] | None = None) -> list[QueuedMessage]:
+    """Claim up to ``limit`` messages due at ``now`` (scheduled -> claimed), in dispatch order."""
+    channel_sql, channel_params = _channel_filter(channels)
+    branches, params = [], []
+    for priority in (0, 1, 2):  # one branch per priority, each a walk of the due index
+        branches.append(
+            "SELECT * FROM (SELECT id, priority, scheduled_at / 60 AS minute, seq FROM messages"
+            " WHERE state = 'scheduled' AND priority = ? AND scheduled_at / 60 <= ? AND scheduled_at <= ?"
+            f"{channel_sql} ORDER BY scheduled_at / 60, seq LIMIT ?)")
+        params += [priority, int(now) // 60, int(now), *channel_params, limit]
+    sql = (
+        f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
+        f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))}"
+        f" AND id IN (SELECT id FROM ({' UNION ALL '.join(branches)}) ORDER BY priority, minute, seq LIMIT ?)"
+        f" RETURNING {_RETURNING}"
+    )
+    rows = db.conn.execute(sql, [lease_until, owner, now, *params, limit]).fetchall()
+    messages = [QueuedMessage(*row) for row in rows]
+    messages.sort(key=lambda m: (m.priority, m.scheduled_at // 60, m.seq, m.id))
+    return messages
+
+
+def claim_campaign(db: sqlite_utils.Database, campaign_id: int, *, now: float, limit: int, owner: str,
+                   lease_until: float) -> list[QueuedMessage]:
+    """Claim up to ``limit`` due messages of one campaign (the seed's cycle claims this way)."""
+    rows = db.conn.execute(
+        f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
+        f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))} AND id IN (SELECT id FROM messages"
+        " WHERE campaign_id = ? AND state = 'scheduled' AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?)"
+        f" RETURNING {_RETURNING}",
+        (lease_until, owner, now, campaign_id, int(now), limit)).fetchall()
+    return sorted((QueuedMessage(*row) for row in rows), key=lambda m: (m.scheduled_at, m.seq))
+
+
+def renew_leases(db: sqlite_utils.Database, *, owner: str, lease_until: float) -> int:
+    """Keep this run's claims from being recovered by a concurrent run while it still holds them."""
+    return db.conn.execute(
+        f"UPDATE messages SET lease_until = ? WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND claimed_by = ?",
+        (lease_until, owner)).rowcount
+
+
+# ---- recording moves -------------------------------------------------------------------
+
+_APPLY = (
+    "WITH r AS (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS source,"
+    " json_extract(value, '$[2]') AS target, json_extract(value, '$[3]') AS attempted,"
+    " json_extract(value, '$[4]') AS sent_at, json_extract(value, '$[5]') AS provider,"
+    " json_extract(value, '$[6]') AS provider_id, json_extract(value, '$[7]') AS error,"
+    " json_extract(value, '$[8]') AS scheduled_at, json_extract(value, '$[9]') AS lease_until FROM json_each(?))"
+    " UPDATE messages SET state = r.target, attempts = messages.attempts + r.attempted,"
+    " sent_at = coalesce(r.sent_at, messages.sent_at), provider = coalesce(r.provider, messages.provider),"
+    " provider_id = coalesce(r.provider_id, messages.provider_id),"
+    f" error = CASE WHEN r.target = '{S.SENT}' THEN NULL ELSE coalesce(r.error, messages.error) END,"
+    " scheduled_at = coalesce(r.scheduled_at, messages.scheduled_at), lease_until = r.lease_until,"
+    f" claimed_by = CASE WHEN r.target IN {_in((S.CLAIMED, S.SENDING))} THEN messages.claimed_by END,"
+    " updated_at = ? FROM r WHERE messages.id = r.id AND messages.state = r.source AND messages.claimed_by = ?"
+    " RETURNING messages.id"
+)
+
+
+def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: float) -> set[int]:
+    """Record a run's moves in one statement; returns the ids that moved.
+
+    Each move applies only if the message is still in the state it starts from and still held
+    by ``owner``: a 'sending' mark on a message another run recovered in the meantime does not
+    take, and the caller must not send it.
+    """
+    if not changes:
+        return set()
+    rows = [[c.id, c.source, c.target, int(c.attempted), c.sent_at, c.provider, c.provider_id, c.error,
+             c.scheduled_at, c.lease_until] for c in changes]
+    return {r[0] for r in db.conn.execute(_APPLY, (json.dumps(rows), now, owner))}
+
+
+def has_orphans(db: sqlite_utils.Database, *, before: float) -> bool:
+    """Are there claims whose lease ran out before ``before`` (a dead run's)? One cheap look."""
+    return db.conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND lease_until < ?)",
+        (before,)).fetchone()[0] == 1
+
+
+def recover(db: sqlite_utils.Database, *, before: float, now: float) -> dict:
+    """Put back what dead runs left: claimed -> scheduled (never sent), sending -> unknown.
+
+    ``before`` is a wall-clock instant: claims whose lease ended earlier are orphans.
+    """
+    back = db.conn.execute(
+        f"UPDATE messages SET state = '{S.SCHEDULED}', lease_until = NULL, claimed_by = NULL, updated_at = ?"
+        f" WHERE state IN {_in(sources(S.SCHEDULED, S.CLAIMED))} AND lease_until < ?", (now, before)).rowcount
+    lost = db.conn.execute(
+        f"UPDATE messages SET state = '{S.UNKNOWN}', lease_until = NULL, claimed_by = NULL, attempts = attempts + 1,"
+        " error = 'interrupted while sending: the provider may have it (smsched reconcile, or smsched retry --unknown to resend)',"
+        f" updated_at = ? WHERE state IN {_in(sources(S.UNKNOWN, S.SENDING))} AND lease_until < ?",
+        (now, before)).rowcount
+    return {"claimed_to_scheduled": back, "sending_to_unknown": lost}
+
+
+# ---- moves made by people (campaigns, opt-outs, retry) ------------------------------------
+
+
+def move_campaign(db: sqlite_utils.Database, campaign_id: int, target: MessageState,
+                  from_states: tuple[MessageState, ...], *, now: float) -> int:
+    """Pause, resume or cancel a campaign's waiting messages."""
+    return db.conn.execute(
+        f"UPDATE messages SET state = ?, updated_at = ? WHERE campaign_id = ? AND state IN {_in(sources(target, *from_states))}",
+        (str(target), now, campaign_id)).rowcount
+
+
+def suppress_numbers(db: sqlite_utils.Database, numbers: list[str], scope: int, *, now: float) -> int:
+    """The numbers' messages not yet sent become 'suppressed' (scope 0: every user's)."""
+    if not numbers:
+        return 0
+    sql = (
+        f"UPDATE messages SET state = '{S.SUPPRESSED}', error = 'opted out', updated_at = ?"
+        f" WHERE phone IN (SELECT value FROM json_each(?)) AND state IN {_in(sources(S.SUPPRESSED, S.SCHEDULED, S.PAUSED))}"
+    )
+    params: list = [now, json.dumps(sorted(set(numbers)))]
+    if scope:
+        sql += " AND user_id = ?"
+        params.append(scope)
+    return db.conn.execute(sql, params).rowcount
+
+
+def requeue(db: sqlite_utils.Database, from_states: list[MessageState], *, at: int, valid_for: int,
+            campaign: int | None = None, exclude_codes: Iterable[str] = ()) -> int:
+    """Unknown or failed messages go out again at ``at`` (the operator's word): attempts start over."""
+    sql = (
+        f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, expires_at = max(expires_at, ? + ?),"
+        f" attempts = 0, lease_until = NULL, claimed_by = NULL, updated_at = ?"
+        f" WHERE state IN {_in(sources(S.SCHEDULED, *from_states))}"
+    )
+    params: list = [at, at, valid_for, at]
+    if campaign is not None:
+        sql += " AND campaign_id = ?"
+        params.append(campaign)
+    for code in exclude_codes:  # e.g. permanent failures that no resend can fix
+        sql += " AND NOT (state = 'failed' AND coalesce(error, '') LIKE ?)"
+        params.append(f"%[{code}]%")
+    return db.conn.execute(sql, params).rowcount
+
+
+# ---- reads the engine plans with ---------------------------------------------------------
+
+
+def next_due(db: sqlite_utils.Database, channels: list[str] | None = None) -> float | None:
+    """When the next scheduled message falls due (an index look-up, whatever the table's size)."""
+    channel_sql, channel_params = _channel_filter(channels)
+    row = db.conn.execute(
+        f"SELECT scheduled_at FROM messages WHERE state = 'scheduled'{channel_sql} ORDER BY scheduled_at LIMIT 1",
+        channel_params).fetchone()
+    return row[0] if row else None
+
+
+def due_count(db: sqlite_utils.Database, now: float, channels: list[str] | None = None) -> int:
+    channel_sql, channel_params = _channel_filter(channels)
+    return db.conn.execute(
+        f"SELECT count(*) FROM messages WHERE state = 'scheduled' AND scheduled_at <= ?{channel_sql}",
+        [int(now), *channel_params]).fetchone()[0]
+
+
+def due_campaigns(db: sqlite_utils.Database, now: float, limit: int | None,
+                  channels: list[str] | None = None) -> list[int]:
+    channel_sql, channel_params = _channel_filter(channels)
+    sql = ("SELECT campaign_id FROM messages WHERE state = 'scheduled' AND scheduled_at <= ?"
+           f"{channel_sql} GROUP BY campaign_id ORDER BY min(priority), min(scheduled_at), campaign_id")
+    params: list = [int(now), *channel_params]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [r[0] for r in db.conn.execute(sql, params)]
+
+
+def campaigns_info(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, dict]:
+    """What sending needs of each campaign: status, window, template, user and sender."""
+    return {
+        row[0]: {"name": row[1], "status": row[2], "quiet_hours": row[3], "template": row[4], "lang": row[5],
+                 "user": row[6], "sender": row[7], "user_id": row[8]}
+        for row in db.conn.execute(
+            "SELECT c.id, c.name, c.status, c.quiet_hours, c.template, c.lang, u.name, u.sender, c.user_id"
+            " FROM campaigns c JOIN users u ON u.id = c.user_id WHERE c.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(set(ids))),))
+    }
+
+
+def optout_scopes(db: sqlite_utils.Database, phones: Iterable[str]) -> dict[str, set[int]]:
+    """For each number on the do-not-contact list: the scopes it is opted out of (0: everyone)."""
+    scopes: dict[str, set[int]] = {}
+    for phone, scope in db.conn.execute(
+        "SELECT phone, scope FROM optouts WHERE phone IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(set(phones))),),
+    ):
+        scopes.setdefault(phone, set()).add(scope)
+    return scopes
+
+
+def lead_fields(db: sqlite_utils.Database, lead_ids: Iterable[int]) -> dict[int, dict]:
+    ids = sorted({i for i in lead_ids if i})
+    if not ids:
+        return {}
+    return {row[0]: json.loads(row[1]) for row in db.conn.execute(
+        "SELECT id, fields FROM leads WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+
+
+def preview_due(db: sqlite_utils.Database, *, now: float, limit: int = 5) -> tuple[list[tuple], list[tuple]]:
+    """Counts per campaign and the first messages a dispatch would send at ``now``. Reads only."""
+    per_campaign = db.conn.execute(
+        "SELECT m.campaign_id, c.name, u.name, count(*), min(m.scheduled_at) FROM messages m"
+        " JOIN campaigns c ON c.id = m.campaign_id JOIN users u ON u.id = m.user_id"
+        " WHERE m.state = 'scheduled' AND m.scheduled_at <= ? GROUP BY m.campaign_id"
+        " ORDER BY min(m.priority), min(m.scheduled_at)", (int(now),)).fetchall()
+    first = db.conn.execute(
+        "SELECT id, campaign_id, phone, channel, body, scheduled_at FROM messages WHERE state = 'scheduled'"
+        " AND scheduled_at <= ? ORDER BY priority, scheduled_at / 60, seq LIMIT ?", (int(now), limit)).fetchall()
+    return per_campaign, first

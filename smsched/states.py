@@ -1,0 +1,144 @@
+"""The states a message can be in, the moves between them, and a move as a named value.
+
+::
+
+    scheduled ──claim──▶ claimed ──mark──▶ sending ──▶ sent
+        ▲  ▲               │  ▲              ├──▶ scheduled  (retry later: back-off, Retry-After)
+        │  └── released ───┘  └─ throttled ──┤   (held in the run's own queue, no attempt used)
+        │                                    ├──▶ failed     (permanent, or out of attempts)
+        │                                    └──▶ unknown    (may have been sent: never resent by itself)
+        └── requeued (operator, reconciliation) ◀── unknown | failed
+    scheduled ◀──▶ paused;   scheduled | paused | claimed ──▶ cancelled | suppressed
+    claimed | sending ──▶ expired (validity over) | scheduled (deferred: quiet hours)
+    unknown ──▶ sent (the provider has it: reconciliation, a delivery receipt)
+
+``MOVES_INTO`` is the one home of these rules: every UPDATE in :mod:`smsched.queue` is guarded
+by it (``WHERE state IN (...)``), and a :class:`Change` that breaks it cannot be built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class MessageState(StrEnum):
+    SCHEDULED = "scheduled"
+    PAUSED = "paused"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+S = MessageState
+ALL = tuple(S)
+# May still leave on their own (campaign status, cancellation).
+PENDING = (S.SCHEDULED, S.PAUSED, S.CLAIMED, S.SENDING)
+# Held by a dispatch run; recovered when the run dies.
+IN_FLIGHT = (S.CLAIMED, S.SENDING)
+
+# Target state -> the states a message may move into it from.
+MOVES_INTO: dict[MessageState, frozenset[MessageState]] = {
+    S.SCHEDULED: frozenset({S.CLAIMED, S.SENDING, S.PAUSED, S.UNKNOWN, S.FAILED}),
+    S.PAUSED: frozenset({S.SCHEDULED}),
+    S.CLAIMED: frozenset({S.SCHEDULED, S.SENDING}),
+    S.SENDING: frozenset({S.CLAIMED}),
+    S.SENT: frozenset({S.SENDING, S.UNKNOWN}),
+    S.FAILED: frozenset({S.SENDING}),
+    S.UNKNOWN: frozenset({S.SENDING}),
+    S.SUPPRESSED: frozenset({S.SCHEDULED, S.PAUSED, S.CLAIMED}),
+    S.CANCELLED: frozenset({S.SCHEDULED, S.PAUSED, S.CLAIMED}),
+    S.EXPIRED: frozenset({S.CLAIMED, S.SENDING}),
+}
+
+
+def sources(target: MessageState, *only: MessageState) -> tuple[MessageState, ...]:
+    """The states a move into ``target`` may start from (narrowed to ``only``, which must be allowed)."""
+    allowed = MOVES_INTO[target]
+    if only:
+        wrong = [s for s in only if s not in allowed]
+        if wrong:
+            raise ValueError(f"no move from {', '.join(wrong)} to {target}")
+        return tuple(only)
+    return tuple(sorted(allowed))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message's move, as the dispatch engine records it.
+
+    ``attempted`` is true when a request for this message left the machine (attempts are
+    counted once, then). ``hold_until`` is not stored: a throttled message waits in the run's
+    own queue until then.
+    """
+
+    id: int
+    source: MessageState
+    target: MessageState
+    attempted: bool = False
+    sent_at: float | None = None
+    provider: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    scheduled_at: int | None = None
+    lease_until: float | None = None
+    hold_until: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in MOVES_INTO[self.target]:
+            raise ValueError(f"message {self.id}: no move from {self.source} to {self.target}")
+
+
+# ---- the moves, by name -----------------------------------------------------------------
+
+
+def marked(message_id: int, provider: str, lease_until: float) -> Change:
+    """About to go on the wire: committed before the request leaves."""
+    return Change(message_id, S.CLAIMED, S.SENDING, provider=provider, lease_until=lease_until)
+
+
+def sent(message_id: int, *, at: float, provider: str, provider_id: str | None) -> Change:
+    return Change(message_id, S.SENDING, S.SENT, attempted=True, sent_at=at, provider=provider, provider_id=provider_id)
+
+
+def retry_at(message_id: int, when: int, *, provider: str, error: str | None) -> Change:
+    return Change(message_id, S.SENDING, S.SCHEDULED, attempted=True, provider=provider, error=error, scheduled_at=when)
+
+
+def failed(message_id: int, *, provider: str, error: str | None) -> Change:
+    return Change(message_id, S.SENDING, S.FAILED, attempted=True, provider=provider, error=error)
+
+
+def unknown(message_id: int, *, provider: str, error: str | None) -> Change:
+    return Change(message_id, S.SENDING, S.UNKNOWN, attempted=True, provider=provider, error=error)
+
+
+def held(message_id: int, until: float, *, error: str | None = None, lease_until: float | None = None) -> Change:
+    """Not taken (throttled, or its provider's breaker is open): back to the run's own queue."""
+    return Change(message_id, S.SENDING, S.CLAIMED, error=error, hold_until=until, lease_until=lease_until)
+
+
+def released(message_id: int, source: MessageState = S.CLAIMED) -> Change:
+    """Never sent: back to 'scheduled', untouched, for the next run."""
+    return Change(message_id, source, S.SCHEDULED)
+
+
+def deferred(message_id: int, until: int, source: MessageState = S.CLAIMED, *, reason: str = "deferred: quiet hours") -> Change:
+    return Change(message_id, source, S.SCHEDULED, error=reason, scheduled_at=until)
+
+
+def expired(message_id: int, reason: str, source: MessageState = S.CLAIMED) -> Change:
+    return Change(message_id, source, S.EXPIRED, error=reason)
+
+
+def suppressed(message_id: int) -> Change:
+    return Change(message_id, S.CLAIMED, S.SUPPRESSED, error="opted out")
+
+
+def cancelled(message_id: int) -> Change:
+    return Change(message_id, S.CLAIMED, S.CANCELLED, error="campaign cancelled")
