@@ -69,6 +69,8 @@ app.add_typer(campaigns_app, name="campaigns")
 messages_app = _app("Messages: who got what, when, and why not.")
 app.add_typer(messages_app, name="messages")
 sandbox_app = _app("A local provider on 127.0.0.1 for the demo, tests, staging and load tests.")
+receipts_app = _app("Delivery receipts: a small HTTP receiver for the providers' status callbacks.")
+app.add_typer(receipts_app, name="receipts")
 app.add_typer(sandbox_app, name="sandbox")
 config_app = _app("Provider configuration (smsched.toml and environment).")
 app.add_typer(config_app, name="config")
@@ -612,6 +614,75 @@ def retry(
         output.out.print(f"requeued {result['requeued']} message(s) ({' and '.join(states)}) for {result['at']}", markup=False)
 
 
+@app.command()
+def reconcile(
+    provider: Annotated[Optional[str], typer.Option(help="Only this provider's unknown messages.")] = None,
+    older_than: Annotated[str, typer.Option(help="Only messages whose request left at least this long ago.")] = "0s",
+    now: NowOption = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Ask the provider whether it has each 'unknown' message: found -> sent, absent -> requeued (due now)."""
+    from smsched import config as config_lib
+    from smsched import reconcile as reconcile_lib
+    from smsched.clock import parse_duration
+
+    age = parse_duration(older_than, what="--older-than")
+    settings = config_lib.load(config)
+    if provider:
+        settings.provider(provider)  # an unknown name is refused before anything is opened
+    result = reconcile_lib.reconcile(open_db(db), settings, providers=[provider] if provider else None, older_than=age,
+                                     now=_now(now))
+    if json_:
+        output.emit_json(result.as_dict())
+    else:
+        if not result.providers:
+            output.out.print("reconcile: no message is unknown", markup=False)
+        for name, p in result.providers.items():
+            line = (f"{name}: {p.checked} unknown checked, {p.sent} found sent, {p.requeued} requeued (absent), "
+                    f"{p.unresolved} unresolved")
+            if p.error:
+                line += f" — provider error: {p.error}; nothing changed"
+            elif p.detail:
+                line += f" — {p.detail}"
+            output.out.print(line, markup=False)
+    if result.errors:
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+@receipts_app.command("serve")
+def receipts_serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default [receipts] host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default [receipts] port, 8788).")] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Receive delivery receipts (Twilio status callbacks, WhatsApp webhooks) until SIGTERM."""
+    import signal
+    import threading
+
+    from smsched import config as config_lib
+    from smsched.receipts import ReceiptsServer
+
+    settings = config_lib.load(config)
+    host = host or settings.receipts("host") or "127.0.0.1"
+    port = port if port is not None else int(settings.receipts("port") or 8788)
+    server = ReceiptsServer(open_db(db), settings, host=host, port=port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    public = settings.receipts("public_url")
+    output.info(f"receipts: listening on {server.url}"
+                + (f" (providers call {config_lib.mask_url(public)})" if public else "")
+                + "; POST /twilio/status, GET+POST /whatsapp; SIGTERM stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    output.info("receipts: stopped")
+
+
 @messages_app.command("list")
 def messages_list(
     campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
@@ -652,6 +723,9 @@ def sandbox_serve(
     hang_ms: Annotated[float, typer.Option(help="How long a hang lasts.")] = 30000.0,
     token: Annotated[Optional[str], typer.Option(help="Accept only this auth token / password (default: any).")] = None,
     webhook_secret: Annotated[Optional[str], typer.Option(help="Check X-Smsched-Signature with this secret.")] = None,
+    callbacks: Annotated[bool, typer.Option("--callbacks", help="Send signed delivery receipts for what it accepts.")] = False,
+    whatsapp_webhook: Annotated[Optional[str], typer.Option(help="With --callbacks: where WhatsApp status notifications go.")] = None,
+    app_secret: Annotated[Optional[str], typer.Option(help="With --callbacks: the app secret that signs WhatsApp notifications.")] = None,
     sandbox_db: Annotated[Optional[Path], typer.Option("--db", help="Store received messages in this SQLite file.")] = None,
 ) -> None:
     """Run the local provider in the foreground (Ctrl-C stops it)."""
@@ -659,7 +733,8 @@ def sandbox_serve(
 
     server = SandboxServer(host=host, port=port, db_path=str(sandbox_db) if sandbox_db else None,
                            latency_ms=latency_ms, fail_rate=fail_rate, rate_limit=rate_limit, hang_rate=hang_rate,
-                           hang_ms=hang_ms, token=token, webhook_secret=webhook_secret)
+                           hang_ms=hang_ms, token=token, webhook_secret=webhook_secret, callbacks=callbacks,
+                           whatsapp_webhook=whatsapp_webhook, app_secret=app_secret)
     output.info(f"sandbox listening on {server.url} (Twilio, WhatsApp Cloud API and /webhook); Ctrl-C stops it")
     try:
         server.serve_forever()
@@ -806,6 +881,11 @@ def _stats_view(data: dict):
              f"{stats_lib.sparkline(data['sent_per_minute'])} max {max(data['sent_per_minute'] or [0])}/min"),
         Text(f"lag p50 {lag['p50']}s  p95 {lag['p95']}s  p99 {lag['p99']}s  max {lag['max']}s"),
     ]
+    receipts = data["delivery"]
+    if any(n for s, n in receipts["counts"].items() if s != "no_receipt"):
+        median = receipts["median_seconds_to_delivery"]
+        parts.append(Text("delivery: " + ", ".join(f"{s.replace('_', ' ')} {n}" for s, n in receipts["counts"].items() if n)
+                          + (f"; median {median:g}s to delivery" if median is not None else "")))
     runs = Table(title="recent runs", title_justify="left", box=None)
     for column in ("started", "status", "sec", "sent", "failed", "msg/s", "lag p99", "bottleneck"):
         runs.add_column(column)
@@ -828,6 +908,7 @@ def check(
     max_unknown: Annotated[int, typer.Option(help="Warn when more messages than this are in unknown.")] = 0,
     max_run_age: Annotated[float, typer.Option(help="Warn when dispatch has not run for this long (s).")] = 180,
     max_rate_limited: Annotated[float, typer.Option(help="Warn when the rate limit was the bottleneck this long (s).")] = 600,
+    max_undelivered: Annotated[Optional[float], typer.Option(help="Warn when more than this % of settled deliveries failed (receipts).")] = None,
     now: NowOption = None,
     db: DbOption = None,
 ) -> None:
@@ -842,7 +923,7 @@ def check(
         status, line = stats_lib.check(
             database, now=at if at is not None else time_mod.time(), max_lag=max_lag, max_backlog_age=max_backlog_age,
             max_failure_rate=max_failure_rate, max_unknown=max_unknown, max_run_age=max_run_age,
-            max_rate_limited=max_rate_limited)
+            max_rate_limited=max_rate_limited, max_undelivered=max_undelivered)
     except (SmschedError, sqlite3.Error) as exc:
         if _state["traceback"]:
             raise
@@ -941,6 +1022,7 @@ def demo(
     say(f"5. the sandbox received {result['sandbox_received']} messages, e.g.:", markup=False)
     for m in result["sandbox_sample"]:
         say(f"   {m['api']:<8} {m['to']}  {m['body']}", markup=False)
+    say(f"6. signed delivery receipts came back: {result['delivered']} delivered or read", markup=False)
     if keep:
         say(f"Explore: SMSCHED_DB={result['database']} smsched campaigns list; smsched messages list --limit 5; smsched stats", markup=False)
 

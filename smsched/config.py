@@ -36,7 +36,11 @@ DEFAULTS: dict = {
         # Keep the sending process on one core: GIL hand-offs between cores cost ~40% here.
         "pin_cpu": True,
         "time_budget": "55s",
+        # Ask providers that can tell (Twilio) about 'unknown' messages at the start of each run.
+        "reconcile": True,
     },
+    # Delivery receipts: `smsched receipts serve`. public_url is where providers reach it.
+    "receipts": {"host": "127.0.0.1", "port": 8788},
     "providers": {
         "twilio": {"base_url": "https://api.twilio.com", "rate": 10},
         "whatsapp": {"base_url": "https://graph.facebook.com", "api_version": "v23.0", "rate": 80},
@@ -53,8 +57,10 @@ ENVIRONMENT = {
     ("whatsapp", "phone_number_id"): "WHATSAPP_PHONE_NUMBER_ID",
     ("webhook", "url"): "SMSCHED_WEBHOOK_URL",
     ("webhook", "secret"): "SMSCHED_WEBHOOK_SECRET",
+    ("whatsapp", "app_secret"): "WHATSAPP_APP_SECRET",
 }
-SECRET_KEYS = {"auth_token", "token", "secret", "password", "api_key"}
+RECEIPTS_ENVIRONMENT = {"verify_token": "SMSCHED_RECEIPTS_VERIFY_TOKEN", "public_url": "SMSCHED_RECEIPTS_PUBLIC_URL"}
+SECRET_KEYS = {"auth_token", "token", "secret", "password", "api_key", "app_secret", "verify_token"}
 
 
 class Config:
@@ -72,6 +78,8 @@ class Config:
             for key in REGISTRY[name].url_settings if name in REGISTRY else ():
                 if settings.get(key) is not None:
                     check_url(settings[key], f"[providers.{name}] {key}", query=key == "url")
+        if data.get("receipts", {}).get("public_url"):
+            check_url(data["receipts"]["public_url"], "[receipts] public_url")
         d = data["dispatch"]
         if d["ambiguous"] not in ("unknown", "retry"):
             raise ConfigError(f"[dispatch] ambiguous = {d['ambiguous']!r}: use \"unknown\" or \"retry\"")
@@ -84,7 +92,10 @@ class Config:
     def provider(self, name: str) -> Provider:
         if name not in REGISTRY:
             raise UsageError(f"unknown provider {name!r}: use one of {', '.join(REGISTRY)}")
-        return REGISTRY[name](self.data["providers"].get(name, {}))
+        return REGISTRY[name](self.data["providers"].get(name, {}), receipts_url=self.receipts("public_url"))
+
+    def receipts(self, key: str):
+        return self.data.get("receipts", {}).get(key)
 
     def seconds(self, key: str) -> float:
         return clock.parse_duration(str(self.data["dispatch"][key]), what=f"[dispatch] {key}")
@@ -94,7 +105,7 @@ class Config:
 
     def masked(self) -> dict:
         view = copy.deepcopy(self.data)
-        for settings in view["providers"].values():
+        for settings in [*view["providers"].values(), view.get("receipts", {})]:
             for key, value in list(settings.items()):
                 if key in SECRET_KEYS and value:
                     settings[key] = mask(str(value))
@@ -159,10 +170,17 @@ def load(path: str | os.PathLike | None = None) -> Config:
         value = os.environ.get(variable)
         if value:
             data["providers"].setdefault(provider, {})[key] = value
+    for key, variable in RECEIPTS_ENVIRONMENT.items():
+        value = os.environ.get(variable)
+        if value:
+            data["receipts"][key] = value
     return Config(data, source)
 
 
-def write_example(path: str | os.PathLike, *, base_url: str, rate: float = 2000) -> None:
+EXAMPLE_APP_SECRET = "sandbox-app-secret-not-a-secret"
+
+
+def write_example(path: str | os.PathLike, *, base_url: str, rate: float = 2000, receipts_url: str | None = None) -> None:
     """A working smsched.toml whose providers all point at a sandbox (the demo's)."""
     text = f"""# smsched configuration (written by `smsched demo`): every provider points at the sandbox.
 [channels]
@@ -183,6 +201,7 @@ rate = {rate}
 token = "sandbox-token-not-a-secret"
 phone_number_id = "100000000000001"
 api_version = "v23.0"
+app_secret = "{EXAMPLE_APP_SECRET}"
 base_url = "{base_url}"
 rate = {rate}
 
@@ -190,5 +209,10 @@ rate = {rate}
 url = "{base_url}/webhook"
 secret = "sandbox-webhook-secret"
 rate = {rate}
+"""
+    if receipts_url:
+        text += f"""
+[receipts]
+public_url = "{receipts_url}"
 """
     Path(path).write_text(text, encoding="utf-8")

@@ -12,9 +12,15 @@ import random
 from datetime import datetime
 from pathlib import Path
 
+import contextlib
+import time
+
 from smsched import campaigns, clock, config, leads, optouts, storage, users
 from smsched.dispatch import DispatchOptions, dispatch
+from smsched.receipts import ReceiptsServer
 from smsched.sandbox import SandboxServer
+
+RECEIPTS_WAIT_S = 5.0
 
 FIRST = ["Ana", "João", "Maria", "José", "Francisca", "Antônio", "Luíza", "Carlos", "Patrícia", "Sérgio", "Fátima", "Raimundo"]
 LAST = ["Silva", "Santos", "Oliveira", "Souza", "Conceição", "Araújo", "Gonçalves", "Magalhães"]
@@ -56,9 +62,16 @@ def run(directory: Path, *, leads_count: int = 200, progress=None) -> dict:
     zone = clock.zone("America/Sao_Paulo")
     today = datetime.now(zone).date()
     at = clock.localize(datetime(today.year, today.month, today.day, 10, 0), zone).timestamp()
-    with SandboxServer(port=0) as sandbox:
+    db = storage.connect(db_path)
+    with contextlib.ExitStack() as stack:
+        sandbox = stack.enter_context(SandboxServer(port=0, callbacks=True))
         config.write_example(toml_path, base_url=sandbox.url)
-        db = storage.connect(db_path)
+        # The sandbox sends signed delivery receipts to a receiver, as a provider would.
+        receiver = stack.enter_context(ReceiptsServer(storage.connect(db_path), config.load(toml_path), port=0,
+                                                      log=lambda line: None))  # its own connection: another thread
+        config.write_example(toml_path, base_url=sandbox.url, receipts_url=receiver.url)
+        receiver.config = config.load(toml_path)
+        sandbox.configure(whatsapp_webhook=f"{receiver.url}/whatsapp", app_secret=config.EXAMPLE_APP_SECRET)
         bakery = users.add(db, "padaria-do-joao", now=at)
         shop = users.add(db, "loja-da-maria", tz="America/Manaus", now=at)
         imported = leads.import_leads(db, bakery, str(csv_path), now=at)
@@ -75,6 +88,10 @@ def run(directory: Path, *, leads_count: int = 200, progress=None) -> dict:
         summary = dispatch(db, str(db_path), config.load(toml_path), DispatchOptions(time_budget=0),
                            clock=clock.Clock(at + 1), progress=progress)
         received = sandbox.accepted()
+        deadline = time.monotonic() + RECEIPTS_WAIT_S
+        while time.monotonic() < deadline and _delivered(db) < len(received):
+            time.sleep(0.05)  # the receipts arrive from the sandbox's own thread
+        delivered = _delivered(db)
     return {
         "directory": str(directory),
         "database": str(db_path),
@@ -85,4 +102,9 @@ def run(directory: Path, *, leads_count: int = 200, progress=None) -> dict:
         "dispatch": summary.as_dict(),
         "sandbox_received": len(received),
         "sandbox_sample": received[:3],
+        "delivered": delivered,
     }
+
+
+def _delivered(db) -> int:
+    return db.conn.execute("SELECT count(*) FROM messages WHERE delivery IN ('delivered', 'read')").fetchone()[0]

@@ -36,7 +36,8 @@ def list_messages(
         params.append(phone)
     sql = (
         "SELECT m.id, m.campaign_id, u.name, m.phone, m.channel, m.state, m.scheduled_at, m.sent_at,"
-        " m.attempts, m.provider, m.provider_id, m.error, m.body FROM messages m JOIN users u ON u.id = m.user_id"
+        " m.attempts, m.provider, m.provider_id, m.error, m.body, m.delivery, m.delivered_at, m.delivery_error"
+        " FROM messages m JOIN users u ON u.id = m.user_id"
     )
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -49,6 +50,7 @@ def list_messages(
             "id": r[0], "campaign_id": r[1], "user": r[2], "phone": r[3], "channel": r[4], "state": r[5],
             "scheduled_at": clock.iso_utc(r[6]), "sent_at": clock.iso_utc(r[7]), "attempts": r[8],
             "provider": r[9], "provider_id": r[10], "error": r[11], "body": r[12],
+            "delivery": r[13], "delivered_at": clock.iso_utc(r[14]), "delivery_error": r[15],
         }
         for r in db.conn.execute(sql, params)
     ]

@@ -74,6 +74,8 @@ class DispatchDisplay:
             output.info(f"batch {self.batches}: claimed {extra.get('claimed', 0)} | so far sent {summary.sent}, "
                         f"retried {summary.retried}, failed {summary.failed}, unknown {summary.unknown}, "
                         f"suppressed {summary.suppressed}, expired {summary.expired} | {summary.sent / elapsed:.0f} msg/s")
+        if kind == "warning":
+            output.warn(extra["message"])
         if kind == "breaker":
             output.warn(f"provider {extra['provider']} is failing ({extra['after']} outages in a row, or its probe "
                         f"failed): pausing it, one probe every {extra['cooldown']:g}s")
@@ -93,6 +95,11 @@ class DispatchDisplay:
         recovered = data["recovered"]
         if recovered and any(recovered.values()):
             output.warn(f"recovered from an earlier run: {recovered['claimed_to_scheduled']} back to scheduled, "
-                        f"{recovered['sending_to_unknown']} now unknown (see `smsched retry --unknown`)")
+                        f"{recovered.get('sending_to_sent', 0)} confirmed sent by receipts, "
+                        f"{recovered['sending_to_unknown']} now unknown (see `smsched reconcile`)")
+        reconciled = data.get("reconciled")
+        if reconciled and reconciled["checked"]:
+            output.info(f"reconciled {reconciled['checked']} unknown message(s): {reconciled['sent']} sent, "
+                        f"{reconciled['requeued']} requeued, {reconciled['unresolved']} unresolved")
         if summary.message:
             (output.warn if summary.exit_code else output.info)(summary.message)

@@ -15,6 +15,7 @@ message out before any gets its second (one user's 100,000 do not hold back anot
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -117,24 +118,27 @@ _APPLY = (
     " provider_id = coalesce(r.provider_id, messages.provider_id),"
     f" error = CASE WHEN r.target = '{S.SENT}' THEN NULL ELSE coalesce(r.error, messages.error) END,"
     " scheduled_at = coalesce(r.scheduled_at, messages.scheduled_at), lease_until = r.lease_until,"
+    f" sending_at = CASE WHEN r.target = '{S.SENDING}' THEN ? ELSE messages.sending_at END,"
     f" claimed_by = CASE WHEN r.target IN {_in((S.CLAIMED, S.SENDING))} THEN messages.claimed_by END,"
     " updated_at = ? FROM r WHERE messages.id = r.id AND messages.state = r.source AND messages.claimed_by = ?"
     " RETURNING messages.id"
 )
 
 
-def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: float) -> set[int]:
+def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: float,
+          wall: float | None = None) -> set[int]:
     """Record a run's moves in one statement; returns the ids that moved.
 
     Each move applies only if the message is still in the state it starts from and still held
     by ``owner``: a 'sending' mark on a message another run recovered in the meantime does not
-    take, and the caller must not send it.
+    take, and the caller must not send it. ``wall`` is the machine's time of a 'sending' mark
+    (reconciliation compares it with the provider's clock, never with a simulated one).
     """
     if not changes:
         return set()
     rows = [[c.id, c.source, c.target, int(c.attempted), c.sent_at, c.provider, c.provider_id, c.error,
              c.scheduled_at, c.lease_until] for c in changes]
-    return {r[0] for r in db.conn.execute(_APPLY, (json.dumps(rows), now, owner))}
+    return {r[0] for r in db.conn.execute(_APPLY, (json.dumps(rows), wall if wall is not None else time.time(), now, owner))}
 
 
 def has_orphans(db: sqlite_utils.Database, *, before: float) -> bool:
@@ -145,19 +149,97 @@ def has_orphans(db: sqlite_utils.Database, *, before: float) -> bool:
 
 
 def recover(db: sqlite_utils.Database, *, before: float, now: float) -> dict:
-    """Put back what dead runs left: claimed -> scheduled (never sent), sending -> unknown.
+    """Put back what dead runs left: claimed -> scheduled (never sent), sending -> unknown (or
+    sent, when a delivery receipt already named the provider's id for it).
 
     ``before`` is a wall-clock instant: claims whose lease ended earlier are orphans.
     """
     back = db.conn.execute(
         f"UPDATE messages SET state = '{S.SCHEDULED}', lease_until = NULL, claimed_by = NULL, updated_at = ?"
         f" WHERE state IN {_in(sources(S.SCHEDULED, S.CLAIMED))} AND lease_until < ?", (now, before)).rowcount
+    confirmed = db.conn.execute(
+        f"UPDATE messages SET state = '{S.SENT}', lease_until = NULL, claimed_by = NULL, attempts = attempts + 1,"
+        " sent_at = coalesce(sent_at, delivery_at, sending_at), error = NULL, updated_at = ?"
+        f" WHERE state IN {_in(sources(S.SENT, S.SENDING))} AND lease_until < ? AND provider_id IS NOT NULL",
+        (now, before)).rowcount
     lost = db.conn.execute(
         f"UPDATE messages SET state = '{S.UNKNOWN}', lease_until = NULL, claimed_by = NULL, attempts = attempts + 1,"
         " error = 'interrupted while sending: the provider may have it (smsched reconcile, or smsched retry --unknown to resend)',"
         f" updated_at = ? WHERE state IN {_in(sources(S.UNKNOWN, S.SENDING))} AND lease_until < ?",
         (now, before)).rowcount
-    return {"claimed_to_scheduled": back, "sending_to_unknown": lost}
+    return {"claimed_to_scheduled": back, "sending_to_unknown": lost, "sending_to_sent": confirmed}
+
+
+# ---- resolving 'unknown' (reconciliation, receipts) ---------------------------------------
+
+
+def unknown_messages(db: sqlite_utils.Database, provider: str, *, sent_before: float) -> list[dict]:
+    """A provider's 'unknown' messages whose request left before ``sent_before`` (wall clock)."""
+    rows = db.conn.execute(
+        "SELECT m.id, m.phone, m.channel, m.body, m.params, m.campaign_id, m.lead_id, m.scheduled_at,"
+        " coalesce(m.sending_at, m.updated_at), c.template, u.sender"
+        " FROM messages m JOIN campaigns c ON c.id = m.campaign_id JOIN users u ON u.id = m.user_id"
+        " WHERE m.state = 'unknown' AND m.provider = ? AND coalesce(m.sending_at, m.updated_at) < ?"
+        " ORDER BY coalesce(m.sending_at, m.updated_at), m.id", (provider, sent_before)).fetchall()
+    keys = ("id", "phone", "channel", "body", "params", "campaign_id", "lead_id", "scheduled_at", "sending_at",
+            "template", "sender")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def has_unknown(db: sqlite_utils.Database, providers: list[str]) -> bool:
+    """Is any message of these providers 'unknown'? (One step of a partial index.)"""
+    return bool(providers) and db.conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'unknown' AND provider IN ({','.join('?' * len(providers))}))",
+        providers).fetchone()[0] == 1
+
+
+def known_provider_ids(db: sqlite_utils.Database, provider_ids: Iterable[str]) -> set[str]:
+    """Which of these provider message ids already belong to one of our messages."""
+    return {r[0] for r in db.conn.execute(
+        "SELECT provider_id FROM messages WHERE provider_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(set(provider_ids))),))}
+
+
+def resolve_unknown(db: sqlite_utils.Database, *, found: list[tuple[int, str, float]], absent: list[int],
+                    unresolved: list[tuple[int, str]], now: float) -> tuple[int, int]:
+    """What reconciliation learnt: found -> 'sent' with the provider's id; provably absent ->
+    'scheduled', due now (sent once by the next dispatch); unresolved keep 'unknown' with the reason."""
+    sent = db.conn.execute(
+        f"UPDATE messages SET state = '{S.SENT}', provider_id = json_extract(r.value, '$[1]'),"
+        " sent_at = json_extract(r.value, '$[2]'), error = NULL, updated_at = ?"
+        f" FROM json_each(?) AS r WHERE messages.id = json_extract(r.value, '$[0]') AND messages.state = '{S.UNKNOWN}'",
+        (now, json.dumps(found))).rowcount if found else 0
+    requeued = db.conn.execute(
+        f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, lease_until = NULL, claimed_by = NULL,"
+        " error = 'reconciled: the provider never received it; sent again', updated_at = ?"
+        f" WHERE id IN (SELECT value FROM json_each(?)) AND state = '{S.UNKNOWN}'",
+        (int(now), now, json.dumps(absent))).rowcount if absent else 0
+    if unresolved:
+        db.conn.execute(
+            "UPDATE messages SET error = json_extract(r.value, '$[1]'), updated_at = ? FROM json_each(?) AS r"
+            f" WHERE messages.id = json_extract(r.value, '$[0]') AND messages.state = '{S.UNKNOWN}'",
+            (now, json.dumps(unresolved)))
+    return sent, requeued
+
+
+def provider_has(db: sqlite_utils.Database, message_id: int, provider_id: str, *, at: float, now: float) -> str | None:
+    """A receipt proves the provider has this message. Returns the state it is in afterwards.
+
+    'unknown', 'scheduled' (a retry or a resend waiting) or 'claimed' become 'sent' — it must
+    not go out again; a 'sending' one (a run is waiting for the answer, or died) keeps its state
+    and learns the provider's id, which recovery then trusts.
+    """
+    moved = db.conn.execute(
+        f"UPDATE messages SET state = '{S.SENT}', provider_id = coalesce(provider_id, ?), sent_at = coalesce(sent_at, ?),"
+        f" error = NULL, lease_until = NULL, claimed_by = NULL, updated_at = ?"
+        f" WHERE id = ? AND state IN {_in(sources(S.SENT, S.UNKNOWN, S.SCHEDULED, S.CLAIMED))} RETURNING state",
+        (provider_id, at, now, message_id)).fetchone()
+    if moved:
+        return moved[0]
+    row = db.conn.execute(
+        "UPDATE messages SET provider_id = coalesce(provider_id, ?) WHERE id = ? RETURNING state",
+        (provider_id, message_id)).fetchone()
+    return row[0] if row else None
 
 
 # ---- moves made by people (campaigns, opt-outs, retry) ------------------------------------
@@ -191,7 +273,8 @@ def requeue(db: sqlite_utils.Database, from_states: list[MessageState], *, at: i
     """Unknown or failed messages go out again at ``at`` (the operator's word): attempts start over."""
     sql = (
         f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, expires_at = max(expires_at, ? + ?),"
-        f" attempts = 0, lease_until = NULL, claimed_by = NULL, updated_at = ?"
+        f" attempts = 0, lease_until = NULL, claimed_by = NULL, provider_id = NULL, delivery = NULL,"
+        f" delivery_at = NULL, delivered_at = NULL, delivery_error = NULL, updated_at = ?"
         f" WHERE state IN {_in(sources(S.SCHEDULED, *from_states))}"
     )
     params: list = [at, at, valid_for, at]

@@ -7,6 +7,8 @@ Endpoints:
 - ``POST /{version}/{phone-number-id}/messages`` (Meta WhatsApp Cloud API, JSON, Bearer)
 - ``POST /webhook`` (smsched's generic webhook, JSON, optional HMAC signature)
 - ``GET /2010-04-01/Accounts/{sid}.json`` and ``GET /{version}/{phone-number-id}``: credential checks
+- ``GET /2010-04-01/Accounts/{AccountSid}/Messages.json``: Twilio's message list (To, From,
+  DateSent>=, PageSize, Page; newest first; ``next_page_uri``), for reconciliation
 - ``GET /_sandbox/messages``, ``GET /_sandbox/stats``, ``POST /_sandbox/config`` (JSON settings,
   including ``rules``), ``POST /_sandbox/reset``: control, for tests and scripts.
 
@@ -14,12 +16,18 @@ Faults: ``latency_ms``; ``fail_rate`` (HTTP 500, message not stored); ``hang_rat
 ``hang_ms`` (answer only after the client gave up); ``rate_limit`` per second (429 with
 Retry-After); and ``rules``: ``{"to": "+5511...", "status": 400, "code": 21211}`` answers that
 recipient with that error (``"times": N`` for the first N requests only; ``"hang_ms"`` to hang).
+
+Delivery receipts, when ``callbacks`` is on: for each accepted Twilio message with a
+``StatusCallback``, signed status callbacks ("sent", then "delivered", or what a rule's
+``"delivery"``/``"delivery_code"`` says) signed with the request's own auth token; for WhatsApp,
+signed status notifications to ``whatsapp_webhook`` with ``app_secret``.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import email.utils
 import hmac
 import json
 import queue
@@ -30,9 +38,12 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.request
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
+from smsched import receipts
 from smsched.providers.webhook import signature
 
 TWILIO_SEND = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
@@ -59,6 +70,10 @@ DEFAULTS = {
     "token": None,
     "webhook_secret": None,
     "rules": [],
+    "callbacks": False,
+    "callback_delay_ms": 0.0,
+    "whatsapp_webhook": None,
+    "app_secret": None,
 }
 
 
@@ -72,6 +87,7 @@ class SandboxState:
         self.rule_hits: collections.Counter = collections.Counter()
         self.random = random.Random(self.settings.get("seed"))
         self.writer = _Writer(db_path) if db_path else None
+        self.callbacks = _Callbacks(self)
 
     def over_rate(self) -> bool:
         limit = int(self.settings.get("rate_limit") or 0)
@@ -86,7 +102,7 @@ class SandboxState:
             self.window.append(now)
             return False
 
-    def rule_for(self, to: str) -> dict | None:
+    def rule_for(self, to: str, *, count: bool = True) -> dict | None:
         with self.lock:
             for index, rule in enumerate(self.settings.get("rules") or []):
                 if rule.get("to") not in (to, "*"):
@@ -94,7 +110,8 @@ class SandboxState:
                 times = rule.get("times")
                 if times is not None and self.rule_hits[index] >= times:
                     continue
-                self.rule_hits[index] += 1
+                if count:
+                    self.rule_hits[index] += 1
                 return rule
         return None
 
@@ -212,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 self._reply(200, {"counts": dict(state.counts), "received": sum(state.counts.values()),
                                   "settings": {k: v for k, v in state.settings.items() if k not in ("token", "webhook_secret")}})
+        elif match := TWILIO_SEND.match(path):
+            if self._twilio_auth(match.group(1)):
+                self._twilio_list(match.group(1), {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()})
         elif match := TWILIO_ACCOUNT.match(path):
             if self._twilio_auth(match.group(1)):
                 self._reply(200, {"sid": match.group(1), "status": "active", "type": "Full"})
@@ -248,6 +268,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"error": f"no such path {path}"})
 
     # -- auth -------------------------------------------------------------------------------
+    def _basic_password(self) -> str:
+        try:
+            return base64.b64decode(self.headers.get("Authorization", "")[6:]).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+
     def _twilio_auth(self, sid: str) -> bool:
         header = self.headers.get("Authorization", "")
         ok = False
@@ -340,11 +366,49 @@ class _Handler(BaseHTTPRequestHandler):
             return
         message_sid = "SM" + secrets.token_hex(16)
         self.state.record(entry | {"status": "accepted", "provider_id": message_sid})
+        if form.get("StatusCallback") and self.state.settings.get("callbacks"):
+            rule = self.state.rule_for(entry["to"], count=False) or {}
+            self.state.callbacks.twilio(form["StatusCallback"], self._basic_password(), sid, message_sid, form, rule)
         self._reply(201, {"sid": message_sid, "account_sid": sid, "to": to, "from": form.get("From"),
                           "body": form.get("Body"), "status": "queued", "num_segments": "1",
                           "direction": "outbound-api", "api_version": "2010-04-01",
                           "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
                           "uri": f"/2010-04-01/Accounts/{sid}/Messages/{message_sid}.json"})
+
+    def _twilio_list(self, sid: str, query: dict) -> None:
+        """Twilio's Messages list: filtered by To, From and DateSent>=, newest first, paged."""
+        since = _parse_date(query.get("DateSent>")) if query.get("DateSent>") else None
+        try:
+            size = max(1, min(1000, int(query.get("PageSize") or 50)))
+            page = max(0, int(query.get("Page") or 0))
+        except ValueError:
+            self._reply(400, {"code": 20001, "message": "Invalid PageSize or Page", "status": 400})
+            return
+        rows = []
+        for m in self.state.received():
+            if m["api"] != "twilio" or m["status"] != "accepted":
+                continue
+            whatsapp = (m.get("from") or "").startswith("whatsapp:")
+            to = f"whatsapp:{m['to']}" if whatsapp else m["to"]
+            if query.get("To") and query["To"] != to:
+                continue
+            if query.get("From") and query["From"] != m.get("from"):
+                continue
+            if since is not None and m["received_at"] < since:
+                continue
+            rows.append((m, to))
+        rows.sort(key=lambda item: item[0]["received_at"], reverse=True)
+        chunk = rows[page * size:(page + 1) * size]
+        base = f"/2010-04-01/Accounts/{sid}/Messages.json"
+        keep = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
+        following = (f"{base}?{urlencode(keep | {'Page': page + 1, 'PageToken': f'PA{page + 1}'})}"
+                     if (page + 1) * size < len(rows) else None)
+        self._reply(200, {
+            "messages": [_twilio_message(sid, m, to) for m, to in chunk],
+            "page": page, "page_size": size, "start": page * size, "end": page * size + max(0, len(chunk) - 1),
+            "uri": f"{base}?{urlencode(query)}", "first_page_uri": f"{base}?{urlencode(keep | {'Page': 0})}",
+            "next_page_uri": following, "previous_page_uri": None,
+        })
 
     def _meta_send(self, body: bytes) -> None:
         if not self._meta_auth():
@@ -379,6 +443,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         wamid = "wamid." + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")
         self.state.record(entry | {"status": "accepted", "provider_id": wamid})
+        if self.state.settings.get("callbacks") and self.state.settings.get("whatsapp_webhook"):
+            rule = self.state.rule_for(to, count=False) or {}
+            self.state.callbacks.whatsapp(wamid, to, rule)
         self._reply(200, {"messaging_product": "whatsapp", "contacts": [{"input": payload["to"], "wa_id": payload["to"]}],
                           "messages": [{"id": wamid, "message_status": "accepted"}]})
 
@@ -401,15 +468,101 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"id": provider_id})
 
 
+def _rfc2822(ts: float) -> str:
+    return email.utils.format_datetime(datetime.fromtimestamp(ts, timezone.utc))
+
+
+def _parse_date(text: str) -> float | None:
+    try:
+        if len(text) == 10:
+            return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _twilio_message(sid: str, m: dict, to: str) -> dict:
+    when = _rfc2822(m["received_at"])
+    return {"sid": m["provider_id"], "account_sid": sid, "to": to, "from": m.get("from"), "body": m.get("body"),
+            "status": "delivered", "direction": "outbound-api", "num_segments": "1", "num_media": "0",
+            "date_created": when, "date_sent": when, "date_updated": when, "api_version": "2010-04-01",
+            "messaging_service_sid": None, "error_code": None, "error_message": None, "price": None,
+            "price_unit": "USD", "uri": f"/2010-04-01/Accounts/{sid}/Messages/{m['provider_id']}.json",
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{sid}/Messages/{m['provider_id']}/Media.json"}}
+
+
+class _Callbacks:
+    """Delivery receipts, sent from a few background threads (so, like a provider's, they may
+    arrive out of order: the receiver keeps the provider's order)."""
+
+    THREADS = 4
+
+    def __init__(self, state: "SandboxState"):
+        self.state = state
+        self.queue: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"sandbox-callbacks-{i}")
+                        for i in range(self.THREADS)]
+        for thread in self.threads:
+            thread.start()
+        self.sent = 0
+
+    def twilio(self, url: str, token: str, account: str, message_sid: str, form: dict, rule: dict) -> None:
+        final = rule.get("delivery") or "delivered"
+        for status in ("sent", final):
+            params = {"MessageSid": message_sid, "SmsSid": message_sid, "MessageStatus": status, "SmsStatus": status,
+                      "AccountSid": account, "From": form.get("From") or "", "To": form.get("To") or "",
+                      "ApiVersion": "2010-04-01"}
+            if status == final and rule.get("delivery_code"):
+                params["ErrorCode"] = str(rule["delivery_code"])
+            body = urlencode(params).encode()
+            signature = receipts.twilio_signature(token, url, list(params.items()))
+            self.queue.put((url, body, {"Content-Type": "application/x-www-form-urlencoded",
+                                        "X-Twilio-Signature": signature}))
+
+    def whatsapp(self, wamid: str, to: str, rule: dict) -> None:
+        url, secret = self.state.settings["whatsapp_webhook"], self.state.settings.get("app_secret") or ""
+        final = rule.get("delivery") or "read"
+        for status in ("sent", "delivered", final) if final == "read" else ("sent", final):
+            item = {"id": wamid, "status": status, "timestamp": str(int(time.time())), "recipient_id": to.lstrip("+")}
+            if status == "failed":
+                item["errors"] = [{"code": int(rule.get("delivery_code") or 131026), "title": "Message undeliverable"}]
+            payload = {"object": "whatsapp_business_account", "entry": [{"id": "0", "changes": [
+                {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [item]}}]}]}
+            body = json.dumps(payload).encode()
+            self.queue.put((url, body, {"Content-Type": "application/json",
+                                        "X-Hub-Signature-256": receipts.meta_signature(secret, body)}))
+
+    def _run(self) -> None:
+        while True:
+            url, body, headers = self.queue.get()
+            time.sleep(float(self.state.settings.get("callback_delay_ms") or 0) / 1000)
+            try:
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                urllib.request.urlopen(request, timeout=5).close()
+                self.sent += 1
+            except OSError:
+                pass  # as a provider would: a receiver that is down misses the receipt
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return  # the client gave up (its read timeout): a provider does not print a stack for that
+        super().handle_error(request, client_address)
+
+
 class SandboxServer:
     """The sandbox, in a thread of this process (tests, demo) or in the foreground (`serve`)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8787, db_path: str | None = None, **settings):
         self.state = SandboxState(settings, db_path)
         handler = type("Handler", (_Handler,), {"state": self.state})
-        ThreadingHTTPServer.daemon_threads = True
-        ThreadingHTTPServer.request_queue_size = 256
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _QuietServer((host, port), handler)
         self.thread: threading.Thread | None = None
 
     @property

@@ -10,7 +10,7 @@
         └── requeued (operator, reconciliation) ◀── unknown | failed
     scheduled ◀──▶ paused;   scheduled | paused | claimed ──▶ cancelled | suppressed
     claimed | sending ──▶ expired (validity over) | scheduled (deferred: quiet hours)
-    unknown ──▶ sent (the provider has it: reconciliation, a delivery receipt)
+    unknown | scheduled | claimed ──▶ sent (the provider has it: reconciliation, a delivery receipt)
 
 ``MOVES_INTO`` is the one home of these rules: every UPDATE in :mod:`smsched.queue` is guarded
 by it (``WHERE state IN (...)``), and a :class:`Change` that breaks it cannot be built.
@@ -48,7 +48,9 @@ MOVES_INTO: dict[MessageState, frozenset[MessageState]] = {
     S.PAUSED: frozenset({S.SCHEDULED}),
     S.CLAIMED: frozenset({S.SCHEDULED, S.SENDING}),
     S.SENDING: frozenset({S.CLAIMED}),
-    S.SENT: frozenset({S.SENDING, S.UNKNOWN}),
+    # The provider says it has the message: its answer, reconciliation, or a receipt (which may
+    # arrive while a retry or a resend waits: it must not go out twice).
+    S.SENT: frozenset({S.SENDING, S.UNKNOWN, S.SCHEDULED, S.CLAIMED}),
     S.FAILED: frozenset({S.SENDING}),
     S.UNKNOWN: frozenset({S.SENDING}),
     S.SUPPRESSED: frozenset({S.SCHEDULED, S.PAUSED, S.CLAIMED}),

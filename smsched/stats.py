@@ -93,6 +93,7 @@ def collect(db: sqlite_utils.Database, *, now: float, user: dict | None = None, 
     runs = recent_runs(db, now)
     sent_window = len(lags)
     return {
+        "delivery": delivery(db, start, now, scope_sql, scope_params),
         "now": clock.iso_utc(now),
         "since_seconds": since,
         "messages": counts,
@@ -108,6 +109,49 @@ def collect(db: sqlite_utils.Database, *, now: float, user: dict | None = None, 
         "busiest_users": busiest,
         "bottleneck": runs[0]["bottleneck_detail"] if runs else None,
     }
+
+
+DELIVERY_STATES = ("sent", "delivered", "read", "undelivered", "failed")
+
+
+def delivery(db: sqlite_utils.Database, start: float, now: float, scope_sql: str = "", scope_params=()) -> dict:
+    """What receipts said of the messages sent in the window: counts per delivery state, how long
+    delivery took (median), how many of the finished ones failed; overall and per campaign."""
+    counts = {state: 0 for state in DELIVERY_STATES} | {"no_receipt": 0}
+    per_campaign: dict[int, dict] = {}
+    delays: dict[int | None, list[float]] = {None: []}
+    for campaign_id, state, count, in db.conn.execute(
+            "SELECT campaign_id, coalesce(delivery, 'no_receipt'), count(*) FROM messages WHERE state = 'sent'"
+            f" AND sent_at > ? AND sent_at <= ?{scope_sql} GROUP BY campaign_id, 2", [start, now, *scope_params]):
+        counts[state] = counts.get(state, 0) + count
+        entry = per_campaign.setdefault(campaign_id, {"campaign_id": campaign_id, "counts": {}})
+        entry["counts"][state] = count
+    for campaign_id, seconds in db.conn.execute(
+            "SELECT campaign_id, delivered_at - sent_at FROM messages WHERE state = 'sent' AND delivered_at IS NOT NULL"
+            f" AND sent_at > ? AND sent_at <= ?{scope_sql}", [start, now, *scope_params]):
+        delays[None].append(max(0.0, seconds))
+        delays.setdefault(campaign_id, []).append(max(0.0, seconds))
+    for campaign_id, entry in per_campaign.items():
+        entry["median_seconds_to_delivery"] = _median(delays.get(campaign_id, []))
+        entry["undelivered_percent"] = _undelivered(entry["counts"])
+    return {"counts": counts, "median_seconds_to_delivery": _median(delays[None]),
+            "undelivered_percent": _undelivered(counts),
+            "per_campaign": sorted(per_campaign.values(), key=lambda e: -sum(e["counts"].values()))[:20]}
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return round(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+def _undelivered(counts: dict) -> float | None:
+    """Failed or undelivered, of the messages whose delivery is settled (a final receipt came)."""
+    bad = counts.get("undelivered", 0) + counts.get("failed", 0)
+    settled = bad + counts.get("delivered", 0) + counts.get("read", 0)
+    return round(100.0 * bad / settled, 3) if settled else None
 
 
 def sparkline(values: list[int]) -> str:
@@ -140,6 +184,13 @@ def prometheus_text(data: dict) -> str:
            [(f'{{quantile="{q}"}}', lag[k]) for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))])
     family("smsched_sent_window", "gauge", "Messages sent in the stats window.", [("", data["sent_in_window"])])
     family("smsched_failure_rate_percent", "gauge", "Failed / (sent + failed) in the window.", [("", data["failure_rate"])])
+    receipts = data["delivery"]
+    family("smsched_delivery", "gauge", "Messages sent in the window, by what their delivery receipts said.",
+           [(f'{{state="{s}"}}', n) for s, n in receipts["counts"].items()])
+    family("smsched_delivery_median_seconds", "gauge", "Median time from sent to delivered, in the window.",
+           [("", receipts["median_seconds_to_delivery"])])
+    family("smsched_undelivered_percent", "gauge", "Failed or undelivered, of the settled deliveries in the window.",
+           [("", receipts["undelivered_percent"])])
     last = data["runs"][0] if data["runs"] else None
     if last:
         finished = _parse_iso(last["finished_at"]) or _parse_iso(last["started_at"])
@@ -183,7 +234,7 @@ def write_prometheus(path: str, data: dict) -> None:
 
 def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_backlog_age: float = 300,
           max_failure_rate: float = 5.0, max_unknown: int = 0, max_run_age: float = 180,
-          max_rate_limited: float = 600, since: float = 3600) -> tuple[int, str]:
+          max_rate_limited: float = 600, since: float = 3600, max_undelivered: float | None = None) -> tuple[int, str]:
     data = collect(db, now=now, since=since)
     runs = recent_runs(db, now, limit=50)
     status, problems = OK, []
@@ -218,6 +269,10 @@ def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_bac
     unknown = data["messages"]["unknown"]
     if unknown > max_unknown:
         raise_to(WARNING, f"{unknown} message(s) in unknown state (decide: smsched retry --unknown)")
+    undelivered = data["delivery"]["undelivered_percent"]
+    if max_undelivered is not None and undelivered is not None and undelivered > max_undelivered:
+        raise_to(CRITICAL if undelivered > 2 * max_undelivered else WARNING,
+                 f"{undelivered:.1f}% of settled deliveries failed (limit {max_undelivered:g}%)")
     limited = 0.0
     for run in runs:
         if run["bottleneck"] != "rate_limit":
@@ -242,6 +297,8 @@ def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_bac
         "sent": data["sent_in_window"],
         "last_run_age": f"{last_run_age:.0f}s;{max_run_age:g};{2 * max_run_age:g}" if last_run_age is not None else "U",
     }
+    if max_undelivered is not None:
+        perf["undelivered"] = (f"{undelivered if undelivered is not None else 0:g}%;{max_undelivered:g};{2 * max_undelivered:g}")
     line = f"SMSCHED {STATUS_NAMES[status]} - {summary} | " + " ".join(f"{k}={v}" for k, v in perf.items())
     return status, line
 

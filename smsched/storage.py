@@ -158,6 +158,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN bottleneck_detail TEXT;
         """,
     ),
+    (
+        "0003_delivery_and_receipts",
+        """
+        -- When the last request for a message left (wall clock): reconciliation's time window.
+        ALTER TABLE messages ADD COLUMN sending_at REAL;
+        -- What the provider's delivery receipts said last, by the provider's own order.
+        ALTER TABLE messages ADD COLUMN delivery TEXT;
+        ALTER TABLE messages ADD COLUMN delivery_at REAL;
+        ALTER TABLE messages ADD COLUMN delivered_at REAL;
+        ALTER TABLE messages ADD COLUMN delivery_error TEXT;
+        CREATE INDEX messages_unknown ON messages (provider, sending_at) WHERE state = 'unknown';
+        CREATE INDEX messages_provider_id ON messages (provider_id) WHERE provider_id IS NOT NULL;
+        -- Every receipt as it came, once (a replay is ignored); message_id is NULL until it matches.
+        CREATE TABLE receipts (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            provider_message_id TEXT NOT NULL,
+            message_id INTEGER,
+            status TEXT NOT NULL,
+            error_code TEXT,
+            error_text TEXT,
+            occurred_at REAL,
+            received_at REAL NOT NULL,
+            UNIQUE (provider, provider_message_id, status)
+        );
+        CREATE INDEX receipts_unmatched ON receipts (provider_message_id) WHERE message_id IS NULL;
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -122,3 +122,11 @@ def test_whatsapp_spec_catches_a_missing_language_policy(meta_spec):
     del broken["template"]["language"]["policy"]
     with pytest.raises(Exception, match="policy"):
         validate(meta_spec, HttpRequest(request.method, request.url, request.headers, json.dumps(broken).encode()))
+
+
+def test_twilio_message_list_request_matches_the_spec(twilio_spec):
+    """Reconciliation's question: the messages sent to one number, from one sender, since a day."""
+    provider = Twilio({"account_sid": ACCOUNT, "auth_token": "secret", "from": "+15005550006", "base_url": "https://api.twilio.com"})
+    request = provider.list_request(to="+5511987654321", sender="+15005550006", since=1795608000.0)
+    assert "DateSent%3E=2026-11-25T12%3A00%3A00Z" in request.url and "PageSize=1000" in request.url
+    validate(twilio_spec, request)

@@ -234,7 +234,7 @@ def test_orphans_of_a_dead_run_are_recovered_when_alone(sending_cli, sandbox, on
     db.conn.execute("UPDATE messages SET state = 'claimed', lease_until = 9e12 WHERE id IN (?, ?)", ids[:2])
     db.conn.execute("UPDATE messages SET state = 'sending', lease_until = 9e12 WHERE id = ?", (ids[2],))
     summary = dispatch(sending_cli)
-    assert summary["recovered"] == {"claimed_to_scheduled": 2, "sending_to_unknown": 1}
+    assert summary["recovered"] == {"claimed_to_scheduled": 2, "sending_to_unknown": 1, "sending_to_sent": 0}
     assert summary["sent"] == 4
     assert states(db_path) == {"sent": 4, "unknown": 1}
 

@@ -54,6 +54,7 @@ FLUSH_AFTER_S = 0.25      # outcomes wait at most this long to be recorded when 
 POLL_S = 1.0              # while idle, look for new work this often (a file stat, not a query)
 STALL_LIMIT_S = 30.0      # past the budget, give up on a provider that accepted nothing for this long
 MARK_AHEAD_S = 1.0        # mark at most one second of a provider's rate ahead of the wire
+RECONCILE_MARGIN_S = 60.0  # 'unknown' messages older than the read timeout plus this are reconciled
 
 Progress = Callable[[str, RunSummary, dict], None]
 
@@ -200,6 +201,7 @@ class Run:
         s.run_id = self._timed(runs.record_start, self.db, s, "concurrent" if not alone else mode)
         s.commits += 1
         s.recovered = self._timed(self._recover, alone)
+        s.reconciled = self._reconcile()
         s.materialised = self._timed(campaigns_lib.extend_repeating, self.db, self.clock.now())
         deadline = s.clock_start + self.time_budget
         self.sender.start()
@@ -238,13 +240,31 @@ class Run:
         before = math.inf if alone else wall
         stale_runs = alone and runs.any_running(self.db, self.summary.run_id)
         if not queue.has_orphans(self.db, before=before) and not stale_runs:
-            return {"claimed_to_scheduled": 0, "sending_to_unknown": 0}
+            return {"claimed_to_scheduled": 0, "sending_to_unknown": 0, "sending_to_sent": 0}
         with transaction(self.db):
             counts = queue.recover(self.db, before=before, now=self.clock.now())
             if alone:
                 runs.mark_crashed(self.db, self.summary.run_id)
         self.summary.commits += 1
         return counts
+
+    def _reconcile(self) -> dict | None:
+        """Ask providers that can tell about 'unknown' messages whose requests have certainly finished."""
+        if not self.config.dispatch("reconcile"):
+            return None
+        names = [name for name, route in self.routes.items() if route.provider.can_list]
+        if not self._timed(queue.has_unknown, self.db, names):
+            return None
+        from smsched import reconcile
+
+        started = time.perf_counter()
+        result = reconcile.reconcile(self.db, self.config, providers=names, transport=self.transport, now=self.clock.now(),
+                                     older_than=self.transport.read_timeout + RECONCILE_MARGIN_S)
+        self.summary.time_http += time.perf_counter() - started
+        self.summary.commits += len(result.providers)
+        if result.errors:
+            self.progress("warning", self.summary, {"message": "reconciliation: " + "; ".join(result.errors)})
+        return result.as_dict()
 
     # ---- the loop ------------------------------------------------------------------------
     def _loop(self, deadline: float) -> None:

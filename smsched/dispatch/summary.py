@@ -42,6 +42,7 @@ class RunSummary:
     held: int = 0
     lost_claims: int = 0
     recovered: dict = field(default_factory=dict)
+    reconciled: dict | None = None
     materialised: int = 0
     lags: list = field(default_factory=list)
     time_db: float = 0.0
@@ -90,7 +91,7 @@ class RunSummary:
             "unknown": self.unknown, "suppressed": self.suppressed, "expired": self.expired,
             "deferred": self.deferred, "released": self.released, "cancelled": self.cancelled,
             "throttled": self.throttled, "held": self.held, "lost_claims": self.lost_claims,
-            "recovered": self.recovered, "materialised": self.materialised,
+            "recovered": self.recovered, "reconciled": self.reconciled, "materialised": self.materialised,
             "duration": round(self.duration, 3), "messages_per_second": round(self.rate, 1),
             "lag": self.lag(), "time": self.time_split(), "bottleneck": name, "bottleneck_detail": words,
             "workers": self.workers, "sql_statements": self.sql_statements, "commits": self.commits,

@@ -72,6 +72,22 @@ class Outcome:
 MESSAGE_ID_HEADER = "X-Smsched-Message-Id"
 
 
+class CannotList(Exception):
+    """This provider offers no way to ask whether it has a message (check ``can_list`` first)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One message as the provider's list shows it."""
+
+    sid: str
+    to: str
+    sender: str | None
+    body: str
+    created_at: float  # Unix seconds, the provider's clock
+    status: str
+
+
 class Provider(abc.ABC):
     """Turns an OutMessage into an HttpRequest, and an HTTP answer into an Outcome."""
 
@@ -83,9 +99,15 @@ class Provider(abc.ABC):
     url_settings: tuple[str, ...] = ("base_url",)
     # Does a request carry the lead's fields (so the engine must read them)?
     needs_lead_fields = False
+    # Can we ask the provider which messages it has (reconciliation)? See list_request().
+    can_list = False
+    # Why not, when it cannot: said in the 'unknown' message's error.
+    cannot_list = "this provider offers no way to ask whether it has a message"
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, *, receipts_url: str | None = None):
         self.settings = settings
+        # Where delivery receipts go ([receipts] public_url), for providers that take it per message.
+        self.receipts_url = receipts_url.rstrip("/") if receipts_url else None
         self.rate = float(settings.get("rate") or self.default_rate)
         # Smooth pacing by default (1/rate apart): never more than `rate` in any second.
         self.burst = int(settings.get("burst") or 1)
@@ -105,6 +127,30 @@ class Provider(abc.ABC):
 
     def sender_for(self, message: OutMessage) -> str:
         return message.sender or ""
+
+    # What this provider's error codes mean, for answers and for delivery receipts alike.
+    codes: dict = {}
+
+    def is_opt_out(self, code) -> bool:
+        """Does this error code say the person opted out (answer or delivery receipt)?"""
+        try:
+            meaning = self.codes.get(int(code))
+        except (TypeError, ValueError):
+            return False
+        return bool(meaning and meaning.opt_out)
+
+    # ---- reconciliation (providers with a message list API) ------------------------------
+    def list_key(self, message: OutMessage) -> tuple[str, str | None]:
+        """The To and From the provider files this message under (From None: it chooses)."""
+        raise CannotList(self.cannot_list)
+
+    def list_request(self, *, to: str, sender: str | None, since: float, page: str | None = None) -> HttpRequest:
+        """The request for one page of the messages sent to ``to`` (from ``sender``) since ``since``."""
+        raise CannotList(self.cannot_list)
+
+    def parse_list(self, body: bytes) -> tuple[list["Listed"], str | None]:
+        """One page of the provider's list: its messages and the next page (None at the end)."""
+        raise CannotList(self.cannot_list)
 
     def missing_settings(self) -> list[str]:
         return []

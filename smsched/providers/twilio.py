@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
+from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 from smsched.providers.base import (
-    ACCEPTED, CONFIG, MESSAGE_ID_HEADER, PERMANENT, RETRY, Code, HttpRequest, OutMessage, Outcome, Provider,
+    ACCEPTED, CONFIG, MESSAGE_ID_HEADER, PERMANENT, RETRY, Code, HttpRequest, Listed, OutMessage, Outcome, Provider,
     by_code, json_body,
 )
 
@@ -29,12 +31,24 @@ CODES: dict[int, Code] = {
 }
 # Permanent failures that no resend can fix (`retry --failed` leaves them unless asked).
 UNFIXABLE = (21211, 21614, 21612, 21408, 21610)
+# Delivery receipts (status callbacks) name the carrier's failure by code only.
+DELIVERY_ERRORS = {
+    30003: "unreachable destination handset",
+    30004: "message blocked",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+    30007: "filtered by the carrier",
+    30008: "unknown error",
+    21610: "the recipient replied STOP: unsubscribed",
+}
 
 
 class Twilio(Provider):
     name = "twilio"
     channels = ("sms", "whatsapp")
     default_rate = 10.0
+    can_list = True
+    codes = CODES
 
     def missing_settings(self) -> list[str]:
         missing = [k for k in ("account_sid", "auth_token") if not self.settings.get(k)]
@@ -53,13 +67,20 @@ class Twilio(Provider):
     def sender_for(self, message: OutMessage) -> str:
         return message.sender or self.settings.get("from") or self.settings.get("messaging_service_sid", "")
 
-    def build(self, message: OutMessage) -> HttpRequest:
+    def list_key(self, message: OutMessage) -> tuple[str, str | None]:
         whatsapp = message.channel == "whatsapp"
         to = f"whatsapp:{message.phone}" if whatsapp else message.phone
-        form: dict[str, str] = {"To": to}
         sender = message.sender or self.settings.get("from")
+        if sender and whatsapp and not sender.startswith("whatsapp:"):
+            sender = f"whatsapp:{sender}"
+        return to, sender or None  # a Messaging Service picks the From itself
+
+    def build(self, message: OutMessage) -> HttpRequest:
+        whatsapp = message.channel == "whatsapp"
+        to, sender = self.list_key(message)
+        form: dict[str, str] = {"To": to}
         if sender:
-            form["From"] = f"whatsapp:{sender}" if whatsapp and not sender.startswith("whatsapp:") else sender
+            form["From"] = sender
         else:
             form["MessagingServiceSid"] = self.settings["messaging_service_sid"]
         if whatsapp and message.template and message.template.startswith("HX"):
@@ -68,11 +89,31 @@ class Twilio(Provider):
             form["ContentVariables"] = json.dumps({str(i + 1): v for i, v in enumerate(message.params or [])})
         else:
             form["Body"] = message.body
-        if self.settings.get("status_callback"):
+        if self.receipts_url:  # the receipt names our message even when our request timed out
+            form["StatusCallback"] = f"{self.receipts_url}/twilio/status?m={message.id}"
+        elif self.settings.get("status_callback"):
             form["StatusCallback"] = self.settings["status_callback"]
         url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}/Messages.json"
         headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded", MESSAGE_ID_HEADER: str(message.id)}
         return HttpRequest("POST", url, headers, urlencode(form).encode())
+
+    def list_request(self, *, to: str, sender: str | None, since: float, page: str | None = None) -> HttpRequest:
+        if page:  # next_page_uri: a path with its query, as Twilio gives it
+            return HttpRequest("GET", f"{self._base}{page}", self._headers())
+        # DateSent>=: an RFC 3339 instant, as the spec's format says (Twilio also takes a bare date).
+        start = datetime.fromtimestamp(int(since), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = {"To": to, **({"From": sender} if sender else {}), "DateSent>": start, "PageSize": "1000"}
+        url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}/Messages.json?{urlencode(query)}"
+        return HttpRequest("GET", url, self._headers())
+
+    def parse_list(self, body: bytes) -> tuple[list[Listed], str | None]:
+        data = json.loads(body)
+        listed = []
+        for m in data.get("messages") or []:
+            when = email.utils.parsedate_to_datetime(m.get("date_created") or m.get("date_sent"))
+            listed.append(Listed(sid=m["sid"], to=m.get("to") or "", sender=m.get("from"), body=m.get("body") or "",
+                                 created_at=when.timestamp(), status=m.get("status") or ""))
+        return listed, data.get("next_page_uri") or None
 
     def check_request(self) -> HttpRequest:
         url = f"{self._base}/2010-04-01/Accounts/{quote(self.settings['account_sid'])}.json"

@@ -27,6 +27,7 @@ class Webhook(Provider):
     default_rate = 100.0
     url_settings = ("url",)
     needs_lead_fields = True  # the body carries the lead's fields
+    cannot_list = "a generic webhook offers no way to ask whether it has a message"
 
     def missing_settings(self) -> list[str]:
         return [] if self.settings.get("url") else ["url"]

@@ -36,6 +36,8 @@ class WhatsApp(Provider):
     name = "whatsapp"
     channels = ("whatsapp",)
     default_rate = 80.0
+    codes = CODES
+    cannot_list = "the WhatsApp Cloud API offers no way to ask whether it has a message"
 
     def missing_settings(self) -> list[str]:
         return [k for k in ("token", "phone_number_id") if not self.settings.get(k)]
