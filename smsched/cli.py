@@ -584,7 +584,8 @@ def dispatch(
     display = DispatchDisplay(database, clock.now() if clock.simulated else None, enabled=not json_)
     with display:
         summary = dispatch_lib.dispatch(database, db_path(db), settings, options, clock=clock,
-                                        progress=display.event, statements=lambda: statements[0])
+                                        progress=display.event, statements=lambda: statements[0],
+                                        per_campaign=display.live_mode)
     data = summary.as_dict()
     if json_:
         output.emit_json(data)

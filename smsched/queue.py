@@ -6,8 +6,8 @@ message can never be moved from a state the rules do not allow: a claim takes on
 'scheduled' rows, a 'sending' mark only rows this run claimed, an outcome only rows this run
 marked. Campaigns, opt-outs, the operator's retry and the engine all come here.
 
-A claim is one ``UPDATE ... RETURNING`` statement, so any number of processes can claim from
-one database without ever sharing a message. Order: priority, then the minute a message falls
+A claim is one ``UPDATE`` statement, so any number of processes can claim from one database
+without ever sharing a message; the claimed rows are then read back by the claim's own lease. Order: priority, then the minute a message falls
 due, then its position in its campaign, so that every campaign due in a minute gets its first
 message out before any gets its second (one user's 100,000 do not hold back another's 100).
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Iterable
+from itertools import chain
+from typing import Iterable, Mapping, NamedTuple
 
 import sqlite_utils
 
@@ -25,8 +25,7 @@ from smsched.states import MessageState, S, sources
 from smsched.states import Change
 
 
-@dataclass(slots=True)
-class QueuedMessage:
+class QueuedMessage(NamedTuple):
     """A claimed message, as the engine carries it from the claim to its outcome."""
 
     id: int
@@ -43,11 +42,21 @@ class QueuedMessage:
     scheduled_at: int
     expires_at: int
     attempts: int
-    provider: str = ""
+    provider: str = ""  # who sends it in this run (from its channel)
 
 
-_RETURNING = ("id, campaign_id, user_id, lead_id, phone, channel, body, params, tz, priority, seq,"
-              " scheduled_at, expires_at, attempts")
+_FIELDS = ("id, campaign_id, user_id, lead_id, phone, channel, body, params, tz, priority, seq,"
+           " scheduled_at, expires_at, attempts")
+# A claim's rows come back as one JSON document: one step of the statement instead of one per row
+# (each step lets go of the GIL, and a busy sending thread pool makes taking it back slow).
+_CLAIMED = f"SELECT json_group_array(json_array({_FIELDS})) FROM messages WHERE state = 'claimed' AND lease_until = ? AND claimed_by = ?"
+
+
+def _claimed(db: sqlite_utils.Database, lease_until: float, owner: str, route: Mapping[str, str] | None) -> list[QueuedMessage]:
+    rows = json.loads(db.conn.execute(_CLAIMED, (lease_until, owner)).fetchone()[0])
+    if route is None:
+        return [QueuedMessage(*row) for row in rows]
+    return [QueuedMessage(*row, route.get(row[5], "")) for row in rows]
 
 
 def _in(states: Iterable[MessageState]) -> str:
@@ -64,8 +73,11 @@ def _channel_filter(channels: list[str] | None) -> tuple[str, list]:
 
 
 def claim_due(db: sqlite_utils.Database, *, now: float, limit: int, owner: str, lease_until: float,
-              channels: list[str] | None = None) -> list[QueuedMessage]:
-    """Claim up to ``limit`` messages due at ``now`` (scheduled -> claimed), in dispatch order."""
+              channels: list[str] | None = None, route: Mapping[str, str] | None = None) -> list[QueuedMessage]:
+    """Claim up to ``limit`` messages due at ``now`` (scheduled -> claimed), in dispatch order.
+
+    ``lease_until`` (wall clock) must differ from this owner's earlier claims: it names the claim.
+    ``route`` maps a channel to the provider that sends it in this run."""
     channel_sql, channel_params = _channel_filter(channels)
     branches, params = [], []
     for priority in (0, 1, 2):  # one branch per priority, each a walk of the due index
@@ -78,24 +90,25 @@ def claim_due(db: sqlite_utils.Database, *, now: float, limit: int, owner: str, 
         f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
         f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))}"
         f" AND id IN (SELECT id FROM ({' UNION ALL '.join(branches)}) ORDER BY priority, minute, seq LIMIT ?)"
-        f" RETURNING {_RETURNING}"
     )
-    rows = db.conn.execute(sql, [lease_until, owner, now, *params, limit]).fetchall()
-    messages = [QueuedMessage(*row) for row in rows]
+    if not db.conn.execute(sql, [lease_until, owner, now, *params, limit]).rowcount:
+        return []
+    messages = _claimed(db, lease_until, owner, route)
     messages.sort(key=lambda m: (m.priority, m.scheduled_at // 60, m.seq, m.id))
     return messages
 
 
 def claim_campaign(db: sqlite_utils.Database, campaign_id: int, *, now: float, limit: int, owner: str,
-                   lease_until: float) -> list[QueuedMessage]:
+                   lease_until: float, route: Mapping[str, str] | None = None) -> list[QueuedMessage]:
     """Claim up to ``limit`` due messages of one campaign (the seed's cycle claims this way)."""
-    rows = db.conn.execute(
+    claimed = db.conn.execute(
         f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
         f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))} AND id IN (SELECT id FROM messages"
-        " WHERE campaign_id = ? AND state = 'scheduled' AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?)"
-        f" RETURNING {_RETURNING}",
-        (lease_until, owner, now, campaign_id, int(now), limit)).fetchall()
-    return sorted((QueuedMessage(*row) for row in rows), key=lambda m: (m.scheduled_at, m.seq))
+        " WHERE campaign_id = ? AND state = 'scheduled' AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?)",
+        (lease_until, owner, now, campaign_id, int(now), limit)).rowcount
+    if not claimed:
+        return []
+    return sorted(_claimed(db, lease_until, owner, route), key=lambda m: (m.scheduled_at, m.seq))
 
 
 def renew_leases(db: sqlite_utils.Database, *, owner: str, lease_until: float) -> int:
@@ -107,38 +120,52 @@ def renew_leases(db: sqlite_utils.Database, *, owner: str, lease_until: float) -
 
 # ---- recording moves -------------------------------------------------------------------
 
-_APPLY = (
-    "WITH r AS (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS source,"
-    " json_extract(value, '$[2]') AS target, json_extract(value, '$[3]') AS attempted,"
-    " json_extract(value, '$[4]') AS sent_at, json_extract(value, '$[5]') AS provider,"
-    " json_extract(value, '$[6]') AS provider_id, json_extract(value, '$[7]') AS error,"
-    " json_extract(value, '$[8]') AS scheduled_at, json_extract(value, '$[9]') AS lease_until FROM json_each(?))"
+_APPLY_SET = (
     " UPDATE messages SET state = r.target, attempts = messages.attempts + r.attempted,"
     " sent_at = coalesce(r.sent_at, messages.sent_at), provider = coalesce(r.provider, messages.provider),"
     " provider_id = coalesce(r.provider_id, messages.provider_id),"
     f" error = CASE WHEN r.target = '{S.SENT}' THEN NULL ELSE coalesce(r.error, messages.error) END,"
-    " scheduled_at = coalesce(r.scheduled_at, messages.scheduled_at), lease_until = r.lease_until,"
+    " scheduled_at = coalesce(r.scheduled_at, messages.scheduled_at),"
+    # A claim's lease stays with it until it ends: it is what recovery looks for.
+    f" lease_until = CASE WHEN r.target IN {_in((S.CLAIMED, S.SENDING))} THEN coalesce(r.lease_until, messages.lease_until) END,"
     f" sending_at = CASE WHEN r.target = '{S.SENDING}' THEN ? ELSE messages.sending_at END,"
     f" claimed_by = CASE WHEN r.target IN {_in((S.CLAIMED, S.SENDING))} THEN messages.claimed_by END,"
     " updated_at = ? FROM r WHERE messages.id = r.id AND messages.state = r.source AND messages.claimed_by = ?"
-    " RETURNING messages.id"
 )
+_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _apply_sql(rows: int) -> str:
+    # The moves travel as bound values, every field of a Change in order (hold_until is not
+    # stored): nothing to encode, decode or rearrange.
+    return ("WITH r(id, source, target, attempted, sent_at, provider, provider_id, error, scheduled_at, lease_until,"
+            f" hold_until) AS (VALUES {','.join([_ROW] * rows)})" + _APPLY_SET)
 
 
 def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: float,
-          wall: float | None = None) -> set[int]:
-    """Record a run's moves in one statement; returns the ids that moved.
+          wall: float | None = None) -> int:
+    """Record a run's moves in one statement; returns how many moved.
 
     Each move applies only if the message is still in the state it starts from and still held
     by ``owner``: a 'sending' mark on a message another run recovered in the meantime does not
-    take, and the caller must not send it. ``wall`` is the machine's time of a 'sending' mark
-    (reconciliation compares it with the provider's clock, never with a simulated one).
+    take (when fewer moved than were asked, :func:`held` tells which), and the caller must not
+    send it. ``wall`` is the machine's time of a 'sending' mark (reconciliation compares it with
+    the provider's clock, never with a simulated one).
     """
     if not changes:
-        return set()
-    rows = [[c.id, c.source, c.target, int(c.attempted), c.sent_at, c.provider, c.provider_id, c.error,
-             c.scheduled_at, c.lease_until] for c in changes]
-    return {r[0] for r in db.conn.execute(_APPLY, (json.dumps(rows), wall if wall is not None else time.time(), now, owner))}
+        return 0
+    params = list(chain.from_iterable(changes))
+    params += (wall if wall is not None else time.time(), now, owner)
+    before = db.conn.total_changes  # (rowcount is not kept for a statement that starts WITH)
+    db.conn.execute(_apply_sql(len(changes)), params)
+    return db.conn.total_changes - before
+
+
+def held(db: sqlite_utils.Database, ids: list[int], *, owner: str, state: MessageState) -> set[int]:
+    """Which of these messages this owner holds in ``state`` (after an apply that moved fewer)."""
+    return set(json.loads(db.conn.execute(
+        "SELECT json_group_array(id) FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+        " AND state = ? AND claimed_by = ?", (json.dumps(ids), str(state), owner)).fetchone()[0]))
 
 
 def has_orphans(db: sqlite_utils.Database, *, before: float) -> bool:

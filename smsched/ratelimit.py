@@ -35,7 +35,8 @@ class RateLimiter:
         self.lock = threading.Lock()
         self.tat = 0.0  # theoretical arrival time (GCRA)
         self.window: collections.deque[float] = collections.deque()
-        self.accepted_log: collections.deque[float] = collections.deque()
+        # Accepted answers this second and the one before: what the provider takes, cheaply.
+        self.accepted_second, self.accepted_now, self.accepted_before = 0, 0, 0
         self.waited = 0.0
         self.last_decrease = float("-inf")
         self.good_rate = float(rate)
@@ -75,14 +76,22 @@ class RateLimiter:
 
     def accepted(self) -> None:
         """Additive increase, up to the configured rate."""
+        second = int(self.clock())
         with self.lock:
-            now = self.clock()
-            log = self.accepted_log
-            log.append(now)
-            while log[0] <= now - 1.0:
-                log.popleft()
+            if second != self.accepted_second:
+                self.accepted_before = self.accepted_now if second == self.accepted_second + 1 else 0
+                self.accepted_now, self.accepted_second = 0, second
+            self.accepted_now += 1
             if self.effective < self.rate:
                 self.effective = min(self.rate, self.effective + INCREASE_SHARE * self.good_rate / self.effective)
+
+    def _accepted_last_second(self, now: float) -> float:
+        second = int(now)
+        if second == self.accepted_second:
+            return self.accepted_now + self.accepted_before * (1.0 - (now - second))
+        if second == self.accepted_second + 1:
+            return self.accepted_now * (1.0 - (now - second))
+        return 0.0
 
     def throttled_answer(self, sent_at: float, retry_after: float | None, default_pause: float = 1.0) -> bool:
         """The provider said "slow down" to a request sent at ``sent_at``; True when the rate changed."""
@@ -91,9 +100,7 @@ class RateLimiter:
             if sent_at < self.last_decrease:
                 return False  # sent before we slowed down: the same congestion event
             now = self.clock()
-            while self.accepted_log and self.accepted_log[0] <= now - 1.0:
-                self.accepted_log.popleft()
-            accepted_last_second = len(self.accepted_log)
+            accepted_last_second = self._accepted_last_second(now)
             self.good_rate = max(MIN_RATE, min(self.effective, accepted_last_second or self.effective))
             self.effective = max(MIN_RATE, min(self.effective * DECREASE, self.good_rate))
             pause = retry_after if retry_after is not None else default_pause

@@ -18,7 +18,7 @@ by it (``WHERE state IN (...)``), and a :class:`Change` that breaks it cannot be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from enum import StrEnum
 
 
@@ -70,59 +70,61 @@ def sources(target: MessageState, *only: MessageState) -> tuple[MessageState, ..
     return tuple(sorted(allowed))
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+_ChangeFields = namedtuple(
+    "_ChangeFields", "id source target attempted sent_at provider provider_id error scheduled_at lease_until hold_until",
+    defaults=(False, None, None, None, None, None, None, None))
+
+
+class Change(_ChangeFields):
     """One message's move, as the dispatch engine records it.
 
     ``attempted`` is true when a request for this message left the machine (attempts are
     counted once, then). ``hold_until`` is not stored: a throttled message waits in the run's
-    own queue until then.
+    own queue until then. Built through the named moves below (valid by construction, and
+    cheap: the engine makes one per message); built directly, it is checked against the rules.
     """
 
-    id: int
-    source: MessageState
-    target: MessageState
-    attempted: bool = False
-    sent_at: float | None = None
-    provider: str | None = None
-    provider_id: str | None = None
-    error: str | None = None
-    scheduled_at: int | None = None
-    lease_until: float | None = None
-    hold_until: float | None = None
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.source not in MOVES_INTO[self.target]:
-            raise ValueError(f"message {self.id}: no move from {self.source} to {self.target}")
+    def __new__(cls, id, source, target, *rest, **kwargs):  # noqa: A002 - the message's id
+        if source not in MOVES_INTO[target]:
+            raise ValueError(f"message {id}: no move from {source} to {target}")
+        return super().__new__(cls, id, source, target, *rest, **kwargs)
+
+
+def _move(id, source, target, attempted=False, sent_at=None, provider=None, provider_id=None, error=None,  # noqa: A002
+          scheduled_at=None, lease_until=None, hold_until=None) -> Change:
+    return tuple.__new__(Change, (id, source, target, attempted, sent_at, provider, provider_id, error, scheduled_at,
+                                  lease_until, hold_until))
 
 
 # ---- the moves, by name -----------------------------------------------------------------
 
 
-def marked(message_id: int, provider: str, lease_until: float) -> Change:
-    """About to go on the wire: committed before the request leaves."""
-    return Change(message_id, S.CLAIMED, S.SENDING, provider=provider, lease_until=lease_until)
+def marked(message_id: int, provider: str, lease_until: float | None = None) -> Change:
+    """About to go on the wire: committed before the request leaves (the claim's lease stays)."""
+    return _move(message_id, S.CLAIMED, S.SENDING, provider=provider, lease_until=lease_until)
 
 
 def sent(message_id: int, *, at: float, provider: str, provider_id: str | None) -> Change:
-    return Change(message_id, S.SENDING, S.SENT, attempted=True, sent_at=at, provider=provider, provider_id=provider_id)
+    return _move(message_id, S.SENDING, S.SENT, True, at, provider, provider_id)
 
 
 def retry_at(message_id: int, when: int, *, provider: str, error: str | None) -> Change:
-    return Change(message_id, S.SENDING, S.SCHEDULED, attempted=True, provider=provider, error=error, scheduled_at=when)
+    return _move(message_id, S.SENDING, S.SCHEDULED, attempted=True, provider=provider, error=error, scheduled_at=when)
 
 
 def failed(message_id: int, *, provider: str, error: str | None) -> Change:
-    return Change(message_id, S.SENDING, S.FAILED, attempted=True, provider=provider, error=error)
+    return _move(message_id, S.SENDING, S.FAILED, attempted=True, provider=provider, error=error)
 
 
 def unknown(message_id: int, *, provider: str, error: str | None) -> Change:
-    return Change(message_id, S.SENDING, S.UNKNOWN, attempted=True, provider=provider, error=error)
+    return _move(message_id, S.SENDING, S.UNKNOWN, attempted=True, provider=provider, error=error)
 
 
 def held(message_id: int, until: float, *, error: str | None = None, lease_until: float | None = None) -> Change:
     """Not taken (throttled, or its provider's breaker is open): back to the run's own queue."""
-    return Change(message_id, S.SENDING, S.CLAIMED, error=error, hold_until=until, lease_until=lease_until)
+    return _move(message_id, S.SENDING, S.CLAIMED, error=error, hold_until=until, lease_until=lease_until)
 
 
 def released(message_id: int, source: MessageState = S.CLAIMED) -> Change:

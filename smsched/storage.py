@@ -152,6 +152,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         -- When does the next message fall due: one index step, whatever the table's size.
         CREATE INDEX messages_next_due ON messages (scheduled_at) WHERE state = 'scheduled';
+        -- A message changes state three times on its way out (claimed, sending, sent): indexes
+        -- that hold the state pay for each change. A campaign's messages are found by campaign
+        -- alone (a few thousand rows at most), and a run's claims by their lease, which only
+        -- claimed and sending messages have.
+        DROP INDEX messages_campaign;
+        CREATE INDEX messages_campaign ON messages (campaign_id);
+        DROP INDEX messages_inflight;
+        CREATE INDEX messages_inflight ON messages (lease_until) WHERE lease_until IS NOT NULL;
         -- The facts a run's bottleneck is named from.
         ALTER TABLE runs ADD COLUMN time_cpu REAL;
         ALTER TABLE runs ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;

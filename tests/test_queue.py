@@ -41,14 +41,15 @@ def test_claims_are_exclusive_and_in_order(five):
 
 def test_a_run_moves_only_what_it_holds_and_only_from_the_expected_state(five):
     (m,) = queue.claim_due(five, now=DUE, limit=1, owner="run-a", lease_until=9e9)
-    assert queue.apply(five, [states.marked(m.id, "twilio", 9e9)], owner="run-b", now=DUE) == set()  # not b's
+    assert queue.apply(five, [states.marked(m.id, "twilio", 9e9)], owner="run-b", now=DUE) == 0  # not b's
     assert state_of(five, m.id) == ("claimed", 0, "run-a")
-    assert queue.apply(five, [states.marked(m.id, "twilio", 9e9)], owner="run-a", now=DUE) == {m.id}
+    assert queue.apply(five, [states.marked(m.id, "twilio", 9e9)], owner="run-a", now=DUE) == 1
+    assert queue.held(five, [m.id], owner="run-a", state="sending") == {m.id}
     # A 'sent' for a message that is not 'sending' any more (recovered meanwhile) does not take.
     queue.recover(five, before=float("inf"), now=DUE)
     assert state_of(five, m.id) == ("unknown", 1, None)
     sent = states.sent(m.id, at=DUE, provider="twilio", provider_id="SM1")
-    assert queue.apply(five, [sent], owner="run-a", now=DUE) == set()
+    assert queue.apply(five, [sent], owner="run-a", now=DUE) == 0
     assert state_of(five, m.id) == ("unknown", 1, None)
 
 

@@ -21,9 +21,10 @@ class DueOrder:
     def __init__(self, claim_size: int):
         self.claim_size = claim_size
 
-    def claim(self, db, *, now: float, owner: str, lease_until: float, channels: list[str] | None) -> list[QueuedMessage] | None:
+    def claim(self, db, *, now: float, owner: str, lease_until: float, route: dict[str, str]) -> list[QueuedMessage] | None:
         """Up to claim_size due messages ([] when none is due now; never None: there may be more later)."""
-        return queue.claim_due(db, now=now, limit=self.claim_size, owner=owner, lease_until=lease_until, channels=channels)
+        return queue.claim_due(db, now=now, limit=self.claim_size, owner=owner, lease_until=lease_until,
+                               channels=_channels(route), route=route)
 
 
 class SeedCycle:
@@ -36,12 +37,17 @@ class SeedCycle:
         self.per_campaign = max_per_campaign or 10**9
         self.campaigns: list[int] | None = None
 
-    def claim(self, db, *, now: float, owner: str, lease_until: float, channels: list[str] | None) -> list[QueuedMessage] | None:
+    def claim(self, db, *, now: float, owner: str, lease_until: float, route: dict[str, str]) -> list[QueuedMessage] | None:
         """The next P campaigns' messages; None once the cycle's campaigns are done."""
         if self.campaigns is None:
-            self.campaigns = queue.due_campaigns(db, now, self.max_campaigns, channels)
+            self.campaigns = queue.due_campaigns(db, now, self.max_campaigns, _channels(route))
         if not self.campaigns:
             return None
         batch, self.campaigns = self.campaigns[:self.parallel], self.campaigns[self.parallel:]
         return [m for campaign_id in batch for m in queue.claim_campaign(
-            db, campaign_id, now=now, limit=self.per_campaign, owner=owner, lease_until=lease_until)]
+            db, campaign_id, now=now, limit=self.per_campaign, owner=owner, lease_until=lease_until, route=route)]
+
+
+def _channels(route: dict[str, str]) -> list[str] | None:
+    """The channels to claim: None (no filter) when every channel has a provider."""
+    return None if len(route) == 2 else sorted(route)

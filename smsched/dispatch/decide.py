@@ -20,6 +20,8 @@ DEFERRED = Outcome("deferred")               # quiet hours began between the cla
 def decide(message: QueuedMessage, outcome: Outcome, now: float, policy: RetryPolicy, *,
            window: quiet_hours.Window = None, ready_at: float | None = None) -> Change:
     m = message
+    if outcome.kind == ACCEPTED:  # the common case first: a run decides thousands a second
+        return states.sent(m.id, at=now, provider=m.provider, provider_id=outcome.provider_id)
     if outcome is NOT_SENT_STOPPING or outcome.kind == CONFIG:
         # Refused for our credentials, or never sent: untouched, no attempt used.
         return states.released(m.id, states.S.SENDING)
@@ -30,8 +32,6 @@ def decide(message: QueuedMessage, outcome: Outcome, now: float, policy: RetryPo
         if opens > m.expires_at:
             return states.expired(m.id, "quiet hours until after its validity", states.S.SENDING)
         return states.deferred(m.id, max(opens, int(now) + 1), states.S.SENDING)
-    if outcome.kind == ACCEPTED:
-        return states.sent(m.id, at=now, provider=m.provider, provider_id=outcome.provider_id)
     if outcome.throttled:
         # "Slow down", not a failure: no attempt used, the same run sends it again.
         wait = policy.throttle_wait(outcome.retry_after)

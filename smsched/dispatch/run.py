@@ -13,6 +13,7 @@ times, which other processes compare against, are always the machine's wall cloc
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import os
@@ -21,7 +22,6 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from queue import Empty
 from typing import Callable
 
 import sqlite_utils
@@ -34,7 +34,7 @@ from smsched.config import Config
 from smsched.dispatch import summary as runs
 from smsched.dispatch.breaker import Breaker
 from smsched.dispatch.claim_policy import DueOrder, SeedCycle
-from smsched.dispatch.decide import NOT_SENT_UNAVAILABLE, decide
+from smsched.dispatch.decide import DEFERRED, NOT_SENT_UNAVAILABLE, decide
 from smsched.dispatch.lock import RunLock
 from smsched.dispatch.options import DispatchOptions
 from smsched.dispatch.retry_policy import RetryPolicy
@@ -62,8 +62,9 @@ Progress = Callable[[str, RunSummary, dict], None]
 class Run:
     def __init__(self, db: sqlite_utils.Database, db_path: str, config: Config, options: DispatchOptions,
                  clock: clock_lib.Clock, progress: Progress | None = None,
-                 statements: Callable[[], int] | None = None):
+                 statements: Callable[[], int] | None = None, per_campaign: bool = False):
         self.db, self.db_path, self.config, self.options, self.clock = db, db_path, config, options, clock
+        self.per_campaign = per_campaign  # count per campaign (a live display shows them)
         self.progress = progress or (lambda event, summary, extra: None)
         self.statements = statements or (lambda: 0)
         self.summary = RunSummary()
@@ -83,6 +84,7 @@ class Run:
         self.channels: dict[str, str] = {}  # channel -> provider name
         self.unroutable: dict[str, str] = {}
         self._breaker_seen: dict[str, int] = {}
+        self._last_lease = 0.0
         self._setup_routes()
         self.transport = Transport(pool_size=self.workers, connect_timeout=config.seconds("connect_timeout"),
                                    read_timeout=config.seconds("read_timeout"), client=config.dispatch("http_client"))
@@ -205,9 +207,16 @@ class Run:
         s.materialised = self._timed(campaigns_lib.extend_repeating, self.db, self.clock.now())
         deadline = s.clock_start + self.time_budget
         self.sender.start()
+        # The loop makes and drops a few tuples per message, none in cycles: collecting them
+        # thousands of times a second is wasted CPU (what exists at the start is frozen).
+        gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
         try:
             self._loop(deadline)
         finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
             self.stopping.set()
             self.sender.stop(self.transport.read_timeout + self.transport.connect_timeout + 5)
             s.duration = time.perf_counter() - wall_start
@@ -298,7 +307,7 @@ class Run:
                 # What fell due by the end of the budget is drained even past it; nothing later.
                 cutoff = now if self.claims.one_cycle else min(now, deadline)
                 batch = self._timed(self.claims.claim, self.db, now=cutoff, owner=self.owner,
-                                    lease_until=time.time() + self.lease, channels=self._channel_list())
+                                    lease_until=self._lease_until(), route=self.channels)
                 s.commits += 1
                 wal.saw_own_write()
                 if batch is None:
@@ -333,13 +342,12 @@ class Run:
             marks = self._marks(pending, outstanding, cap, refill) if pending and not stop_all else []
             if marks or (changes and (len(changes) >= refill or not busy
                                       or time.monotonic() - last_write > FLUSH_AFTER_S)):
-                lease_until = time.time() + self.lease
-                moved = self._write(changes, [states.marked(m.id, m.provider, lease_until) for m in marks], now)
+                taken = self._write(changes, [states.marked(m.id, m.provider) for m in marks], now)
                 changes = []
                 last_write = time.monotonic()
                 wal.saw_own_write()
                 for m in marks:
-                    if m.id in moved:
+                    if taken is None or m.id in taken:
                         outstanding[m.provider] += 1
                         self.sender.put(m)
                     else:
@@ -352,7 +360,7 @@ class Run:
                 if claiming:  # nothing to do until the next message falls due (or new work arrives)
                     self._idle(max(0.0, min(claim_after, deadline, now + POLL_S) - self.clock.now()))
                 continue
-            results = self._collect(self._timeout(held, pending, busy, bool(changes), now))
+            results = self.sender.results.take(self._timeout(held, pending, busy, bool(changes), now))
             if not results:
                 continue
             now = self.clock.now()
@@ -445,10 +453,20 @@ class Run:
                 waits.append(limiter.paused_until - mono)
         return max(0.0, min(waits)) if waits else 0.0
 
-    def _write(self, changes: list[Change], marks: list[Change], now: float) -> set[int]:
+    def _write(self, changes: list[Change], marks: list[Change], now: float) -> set[int] | None:
+        """Record moves and 'sending' marks in one statement. Returns None when every move took,
+        else the ids of the marks that took (the others belong to another run now)."""
         moved = self._timed(queue.apply, self.db, changes + marks, owner=self.owner, now=now)
         self.summary.commits += 1
-        return moved
+        if moved == len(changes) + len(marks):
+            return None
+        return self._timed(queue.held, self.db, [c.id for c in marks], owner=self.owner, state=S.SENDING)
+
+    def _lease_until(self) -> float:
+        """A claim's lease (wall clock), distinct from this run's earlier ones: it names the claim."""
+        lease = max(time.time() + self.lease, self._last_lease + 0.001)
+        self._last_lease = lease
+        return lease
 
     def _release(self, pending: deque, held: list, only: set[str] | None) -> list[Change]:
         back = [m for m in pending if only is None or m.provider in only]
@@ -470,18 +488,6 @@ class Run:
         if changes:
             limit = min(limit, FLUSH_AFTER_S)
         return limit
-
-    def _collect(self, timeout: float) -> list[Result]:
-        results = self.sender.results
-        try:
-            got = [results.get(timeout=timeout) if timeout > 0 else results.get_nowait()]
-        except Empty:
-            return []
-        while True:
-            try:
-                got.append(results.get_nowait())
-            except Empty:
-                return got
 
     def _idle(self, seconds: float) -> None:
         started = time.perf_counter()
@@ -505,8 +511,6 @@ class Run:
                 s.deferred += 1
         for m in batch:
             self._tally(m.campaign_id, "claimed")
-        for m in keep:
-            m.provider = self.channels.get(m.channel, "")
         routed = [m for m in keep if m.provider]
         if len(routed) != len(keep):  # a channel with no usable provider: left for the next run
             changes += [states.released(m.id) for m in keep if not m.provider]
@@ -528,12 +532,12 @@ class Run:
 
     def _decide(self, result: Result) -> Change:
         m, outcome, s = result.message, result.outcome, self.summary
-        route = self.routes.get(m.provider)
-        campaign = self.campaigns.get(m.campaign_id, {})
-        ready_at = None
-        if outcome is NOT_SENT_UNAVAILABLE and route is not None:
+        ready_at = window = None
+        if outcome is NOT_SENT_UNAVAILABLE:
             ready_at = self.clock.now() + self._route_ready_in(only=m.provider)
-        change = decide(m, outcome, result.finished, self.policy, window=campaign.get("window"), ready_at=ready_at)
+        elif outcome is DEFERRED:
+            window = self.campaigns.get(m.campaign_id, {}).get("window")
+        change = decide(m, outcome, result.finished, self.policy, window=window, ready_at=ready_at)
         if outcome.kind == CONFIG and not self.fatal:
             self.fatal = (f"{m.provider} refused our configuration ({outcome.error}); stopping with messages "
                           "left scheduled — check the credentials with `smsched config check`")
@@ -576,6 +580,8 @@ class Run:
                     f"provider:{m.provider}", self.clock.now())
 
     def _tally(self, campaign_id: int, key: str) -> None:
+        if not self.per_campaign:
+            return
         entry = self.summary.per_campaign.get(campaign_id)
         if entry is None:
             entry = self.summary.per_campaign[campaign_id] = Counter()
@@ -610,5 +616,6 @@ class _WalWatch:
 
 def dispatch(db: sqlite_utils.Database, db_path: str, config: Config, options: DispatchOptions,
              clock: clock_lib.Clock | None = None, progress: Progress | None = None,
-             statements: Callable[[], int] | None = None) -> RunSummary:
-    return Run(db, db_path, config, options.validate(), clock or clock_lib.Clock(), progress, statements).execute()
+             statements: Callable[[], int] | None = None, per_campaign: bool = False) -> RunSummary:
+    return Run(db, db_path, config, options.validate(), clock or clock_lib.Clock(), progress, statements,
+               per_campaign).execute()

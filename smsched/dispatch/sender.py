@@ -13,8 +13,8 @@ import json
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 from smsched import quiet_hours
 from smsched.dispatch.breaker import Breaker
@@ -22,25 +22,44 @@ from smsched.dispatch.decide import DEFERRED, NOT_SENT_UNAVAILABLE, NOT_SENT_STO
 from smsched.http import MaybeSent, NotSent, Transport
 from smsched.providers import ACCEPTED, RETRY, UNKNOWN, OutMessage, Outcome, Provider
 from smsched.queue import QueuedMessage
-from smsched.ratelimit import Limits
+from smsched.ratelimit import Limits, RateLimiter
 
 
 @dataclass
 class Route:
-    """One provider as a run uses it: its rate limit and its breaker."""
+    """One provider as a run uses it: its breaker (and, once sending starts, its rate limiter)."""
 
     provider: Provider
     breaker: Breaker
     throttle_pause: float = 1.0
-    sent: int = 0
-    stats: dict = field(default_factory=dict)
+    limiter: RateLimiter | None = None
 
 
-@dataclass(slots=True)
-class Result:
+class Result(NamedTuple):
     message: QueuedMessage
     outcome: Outcome
     finished: float  # the run's clock
+
+
+class Results:
+    """Outcomes handed from the workers to the run: the run takes all there are at once."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.put = self.queue.put
+
+    def take(self, timeout: float) -> list[Result]:
+        """Every result there is, waiting up to ``timeout`` for the first."""
+        get = self.queue.get_nowait
+        try:
+            items = [self.queue.get(timeout=timeout) if timeout > 0 else get()]
+        except queue.Empty:
+            return []
+        try:
+            while True:
+                items.append(get())
+        except queue.Empty:
+            return items
 
 
 class Sender:
@@ -51,13 +70,15 @@ class Sender:
         self.now, self.campaigns, self.fields, self.local = now, campaigns, fields, local
         self.stopping = stopping
         self.work: queue.SimpleQueue = queue.SimpleQueue()
-        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.results = Results()
         self.http_seconds = [0.0] * workers
         self.limit_seconds = [0.0] * workers
         self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True, name=f"send-{i}")
                         for i in range(workers)]
 
     def start(self) -> None:
+        for name, route in self.routes.items():  # one limiter per provider account, shared by all threads
+            route.limiter = self.limits.for_key(name, "", route.provider.rate, route.provider.burst)
         for thread in self.threads:
             thread.start()
 
@@ -72,11 +93,9 @@ class Sender:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _limiter(self, route: Route, out: OutMessage):
+    def _sender_limiter(self, route: Route, out: OutMessage) -> RateLimiter | None:
         p = route.provider
-        limiter = self.limits.for_key(p.name, "", p.rate, p.burst)
-        sender = self.limits.for_key(p.name, p.sender_for(out), p.sender_rate, 1) if p.sender_rate else None
-        return limiter, sender
+        return self.limits.for_key(p.name, p.sender_for(out), p.sender_rate, 1) if p.sender_rate else None
 
     def out_message(self, m: QueuedMessage) -> OutMessage:
         campaign = self.campaigns.get(m.campaign_id, {})
@@ -87,43 +106,44 @@ class Sender:
         )
 
     def _work(self, index: int) -> None:
-        results = self.results
+        put, get, now, stopping, routes = self.results.put, self.work.get, self.now, self.stopping, self.routes
         while True:
-            m = self.work.get()
+            m = get()
             if m is None:
                 return
-            if self.stopping.is_set():
-                results.put(Result(m, NOT_SENT_STOPPING, self.now()))
+            if stopping.is_set():
+                put(Result(m, NOT_SENT_STOPPING, now()))
                 continue
-            route = self.routes[m.provider]
+            route = routes[m.provider]
             if not route.breaker.allow():
-                results.put(Result(m, NOT_SENT_UNAVAILABLE, self.now()))
+                put(Result(m, NOT_SENT_UNAVAILABLE, now()))
                 continue
             out = self.out_message(m)
-            limiter, sender_limiter = self._limiter(route, out)
+            limiter, sender_limiter = route.limiter, self._sender_limiter(route, out)
             if limiter.paused_until > limiter.clock():  # the provider asked us to wait: not now
                 route.breaker.abandon_probe()
-                results.put(Result(m, NOT_SENT_UNAVAILABLE, self.now()))
+                put(Result(m, NOT_SENT_UNAVAILABLE, now()))
                 continue
             waited = limiter.acquire()
             if sender_limiter is not None:
                 waited += sender_limiter.acquire()
-            self.limit_seconds[index] += waited
-            if self.stopping.is_set():
+            if waited:
+                self.limit_seconds[index] += waited
+            if stopping.is_set():
                 route.breaker.abandon_probe()
-                results.put(Result(m, NOT_SENT_STOPPING, self.now()))
+                put(Result(m, NOT_SENT_STOPPING, now()))
                 continue
             # Quiet hours once more, at the very moment of sending.
             window = self.campaigns.get(m.campaign_id, {}).get("window")
-            if window is not None and not self.local.allows(window, m.tz, self.now()):
+            if window is not None and not self.local.allows(window, m.tz, now()):
                 route.breaker.abandon_probe()
-                results.put(Result(m, DEFERRED, self.now()))
+                put(Result(m, DEFERRED, now()))
                 continue
-            outcome = self._send(route.provider, out, index, limiter)
-            results.put(Result(m, outcome, self.now()))
+            outcome = self._send(route, out, index, limiter)
+            put(Result(m, outcome, now()))
 
-    def _send(self, provider: Provider, out: OutMessage, index: int, limiter) -> Outcome:
-        route = self.routes[provider.name]
+    def _send(self, route: Route, out: OutMessage, index: int, limiter: RateLimiter) -> Outcome:
+        provider = route.provider
         request = provider.build(out)
         sent_at = limiter.clock()
         started = time.perf_counter()

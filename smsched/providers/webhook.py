@@ -40,7 +40,7 @@ class Webhook(Provider):
             "channel": message.channel,
             "campaign": message.campaign_id,
             "user": message.user,
-            "fields": message.fields,
+            "fields": dict(message.fields),
         }
         if message.template:
             payload["template"] = {"name": message.template, "lang": message.lang, "params": message.params or []}
