@@ -18,7 +18,7 @@ from typing import Iterable
 import sqlite_utils
 from dateutil import rrule as rrule_lib
 
-from smsched import clock, queue, quiet_hours, segments
+from smsched import clock, phones, queue, quiet_hours, segments
 from smsched.csvfiles import normalise_key, open_csv
 from smsched.errors import ImportFailed, InvalidState, NotFound, UsageError
 from smsched.states import PENDING, S
@@ -55,6 +55,7 @@ class CampaignSpec:
     params: list[str] = field(default_factory=list)
     session: bool = False
     allow_past: bool = False
+    include_landlines: bool = False
 
 
 @dataclass
@@ -166,7 +167,7 @@ class _Audience:
     def leads(self, user_id: int) -> list[tuple]:
         if self._leads is None or self._leads[0] != user_id:
             rows = self.conn.execute(
-                "SELECT id, phone, name, fields, tz FROM leads WHERE user_id = ? ORDER BY id", (user_id,)
+                "SELECT id, phone, name, fields, tz, line_type FROM leads WHERE user_id = ? ORDER BY id", (user_id,)
             ).fetchall()
             self._leads = (user_id, rows)
         return self._leads[1]
@@ -179,11 +180,14 @@ class _Audience:
 class _Materialised:
     recipients: int = 0
     suppressed: int = 0
+    not_mobile: int = 0      # landlines left out of an SMS campaign
     moved: int = 0
+    never_open: int = 0      # numbers whose zones' windows never overlap: created expired
     messages: int = 0
-    encoding: str | None = None
+    encoding: str | None = None  # the worst case: UCS-2 if any message needs it
     segments_per_message: int = 0
     total_segments: int = 0
+    encodings: dict = field(default_factory=dict)  # per encoding: messages and segments
     warnings: list[str] = field(default_factory=list)
 
 
@@ -206,9 +210,12 @@ def _render_rows(prep: _Prepared, audience: _Audience, campaign_id: int, occurre
     cost_cache: dict[str, segments.Cost] = {}
     is_sms = spec.channel == "sms"
     longest = ""
-    for lead_id, phone, name, fields_json, lead_tz in leads:
+    for lead_id, phone, name, fields_json, lead_tz, line_type in leads:
         if audience.opted_out(user["id"], phone):
             result.suppressed += 1
+            continue
+        if is_sms and line_type == phones.LANDLINE and not spec.include_landlines:
+            result.not_mobile += 1  # most networks cannot deliver an SMS to a landline (Twilio: 21614)
             continue
         fields = json.loads(fields_json) if needs_fields else {}
         if needs_fields:
@@ -246,6 +253,9 @@ def _render_rows(prep: _Prepared, audience: _Audience, campaign_id: int, occurre
                 longest = body if len(body) > len(longest) else longest
             result.segments_per_message = max(result.segments_per_message, cost.segments)
             result.total_segments += cost.segments * len(occurrences)
+            mix = result.encodings.setdefault(cost.encoding, {"messages": 0, "segments": 0})
+            mix["messages"] += len(occurrences)
+            mix["segments"] += cost.segments * len(occurrences)
         else:
             result.segments_per_message = 1
             result.total_segments += len(occurrences)
@@ -276,18 +286,23 @@ def _render_rows(prep: _Prepared, audience: _Audience, campaign_id: int, occurre
                 f"{as_gsm.segments}; --gsm7 transliterates them (ç→c, ã→a, …)"
             )
     rows: list[tuple] = []
-    placed: dict[tuple[int, str], int] = {}
+    placed: dict[tuple[int, str], int | None] = {}
     stamp = float(now)
     for occurrence in occurrences:
         for seq, (lead_id, phone, tz, body, params) in enumerate(rendered):
             key = (occurrence, tz)
-            when = placed.get(key)
-            if when is None:
-                when = placed[key] = quiet_hours.place(occurrence, tz, prep.window)
+            if key not in placed:
+                placed[key] = quiet_hours.place(occurrence, tz, prep.window)
+            when = placed[key]
+            if when is None:  # its zones' sending windows never overlap: it can never go
+                result.never_open += 1
+                rows.append((campaign_id, user["id"], lead_id, phone, spec.channel, body, params, tz, prep.priority,
+                             seq, occurrence, occurrence, occurrence + prep.valid_for, S.EXPIRED, NEVER_OPEN, stamp))
+                continue
             if when != occurrence:
                 result.moved += 1
             rows.append((campaign_id, user["id"], lead_id, phone, spec.channel, body, params, tz,
-                         prep.priority, seq, occurrence, when, when + prep.valid_for, "scheduled", stamp))
+                         prep.priority, seq, occurrence, when, when + prep.valid_for, S.SCHEDULED, None, stamp))
     # Insert in schedule order: claims then walk pages in order instead of hopping (8-10x).
     rows.sort(key=lambda r: (r[11], r[9]))
     result.messages = len(rows)
@@ -305,9 +320,10 @@ def _field_value(key: str, name: str | None, phone: str, fields: dict) -> str:
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (campaign_id, user_id, lead_id, phone, channel, body, params, tz, priority,"
-    " seq, occurrence, scheduled_at, expires_at, state, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " seq, occurrence, scheduled_at, expires_at, state, error, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+NEVER_OPEN = quiet_hours.NEVER_OPEN
 
 
 def _insert(db, prep: _Prepared, audience: _Audience, now: float) -> dict:
@@ -325,11 +341,12 @@ def _insert(db, prep: _Prepared, audience: _Audience, now: float) -> dict:
         occurrences, first, materialized_until = [prep.at], prep.at, None
     cursor = db.conn.execute(
         "INSERT INTO campaigns (user_id, name, channel, priority, message, template, lang, params, session,"
-        " tz, quiet_hours, rrule, valid_for, gsm7, status, scheduled_at, materialized_until, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+        " tz, quiet_hours, rrule, valid_for, gsm7, status, scheduled_at, materialized_until, created_at, updated_at,"
+        " include_landlines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
         (user["id"], spec.name or "", spec.channel, prep.priority, spec.message, spec.template, spec.lang,
          json.dumps(prep.params) if spec.template else None, int(spec.session), prep.tz,
-         _window_text(prep.window), prep.rule, prep.valid_for, int(spec.gsm7), first, materialized_until, stamp, stamp),
+         _window_text(prep.window), prep.rule, prep.valid_for, int(spec.gsm7), first, materialized_until, stamp, stamp,
+         int(spec.include_landlines)),
     )
     campaign_id = cursor.lastrowid
     if not spec.name:
@@ -352,11 +369,14 @@ def _insert(db, prep: _Prepared, audience: _Audience, now: float) -> dict:
         "occurrences": [clock.iso_utc(o) for o in occurrences],
         "recipients": result.recipients,
         "suppressed": result.suppressed,
+        "not_mobile": result.not_mobile,
         "moved_by_quiet_hours": result.moved,
+        "never_open": result.never_open,
         "messages": result.messages,
         "encoding": result.encoding,
         "segments_per_message": result.segments_per_message,
         "total_segments": result.total_segments,
+        "encodings": result.encodings,
         "warnings": result.warnings,
     }
 
@@ -379,7 +399,7 @@ def create(db: sqlite_utils.Database, user: dict, spec: CampaignSpec, *, now: fl
 
 _IMPORT_COLUMNS = {
     "user", "at", "message", "channel", "priority", "name", "tz", "quiet_hours", "valid_for",
-    "template", "lang", "params", "repeat", "session", "gsm7",
+    "template", "lang", "params", "repeat", "session", "gsm7", "include_landlines",
 }
 
 
@@ -426,6 +446,7 @@ def import_csv(db: sqlite_utils.Database, path: str, *, skip_bad: bool = False, 
                     repeat=values.get("repeat") or None,
                     session=values.get("session", "").lower() in ("1", "true", "yes"),
                     gsm7=values.get("gsm7", "").lower() in ("1", "true", "yes"),
+                    include_landlines=values.get("include_landlines", "").lower() in ("1", "true", "yes"),
                 )
                 prepared.append((line, _prepare(db, users_cache[ref], spec, now)))
             except UsageError as exc:
@@ -501,7 +522,7 @@ def _prepared_from_row(user: dict, row: dict) -> _Prepared:
     spec = CampaignSpec(
         at="", message=row["message"], name=row["name"], channel=row["channel"],
         template=row["template"], lang=row["lang"], params=json.loads(row["params"] or "[]"),
-        session=bool(row["session"]), gsm7=bool(row["gsm7"]),
+        session=bool(row["session"]), gsm7=bool(row["gsm7"]), include_landlines=bool(row["include_landlines"]),
     )
     return _Prepared(
         user, spec, row["tz"], row["first_at"], quiet_hours.parse_window(row["quiet_hours"]),
@@ -516,12 +537,12 @@ _CAMPAIGN_COLUMNS = (
     "c.id, c.user_id, u.name, c.name, c.channel, c.priority, c.message, c.template, c.lang, c.params,"
     " c.session, c.tz, c.quiet_hours, c.rrule, c.valid_for, c.gsm7, c.status, c.scheduled_at,"
     " c.materialized_until, c.encoding, c.segments_per_message, c.created_at,"
-    " (SELECT min(occurrence) FROM messages m WHERE m.campaign_id = c.id)"
+    " (SELECT min(occurrence) FROM messages m WHERE m.campaign_id = c.id), c.include_landlines"
 )
 _CAMPAIGN_KEYS = (
     "id", "user_id", "user", "name", "channel", "priority", "message", "template", "lang", "params",
     "session", "tz", "quiet_hours", "rrule", "valid_for", "gsm7", "status", "scheduled_at",
-    "materialized_until", "encoding", "segments_per_message", "created_at", "first_occurrence",
+    "materialized_until", "encoding", "segments_per_message", "created_at", "first_occurrence", "include_landlines",
 )
 
 
@@ -632,9 +653,12 @@ def preview(db: sqlite_utils.Database, campaign_id, *, limit: int = 5) -> list[d
         (row["id"], limit),
     ):
         cost = segments.cost(body) if row["channel"] == "sms" else None
+        zones = quiet_hours.zones(tz)
         result.append({
             "phone": phone, "body": body, "params": json.loads(params) if params else None,
-            "scheduled_at": clock.iso_utc(scheduled_at), "recipient_local": clock.iso_local(scheduled_at, tz),
+            "scheduled_at": clock.iso_utc(scheduled_at), "recipient_local": clock.iso_local(scheduled_at, zones[0]),
+            # Quiet hours held in each zone the number may be in: the recipient's time in each.
+            "zones": list(zones), "recipient_times": {z: clock.iso_local(scheduled_at, z) for z in zones},
             "state": state, "encoding": cost.encoding if cost else None, "segments": cost.segments if cost else None,
         })
     return result
@@ -701,7 +725,8 @@ def reschedule(db: sqlite_utils.Database, campaign_id, at: str, *, allow_past: b
         moved = 0
         for message_id, tz in pending:
             if tz not in placed:
-                placed[tz] = quiet_hours.place(new_at, tz, window)
+                # Never open in all the number's zones: left at the new time, dispatch expires it and says why.
+                placed[tz] = quiet_hours.place(new_at, tz, window) or new_at
             moved += placed[tz] != new_at
             updates.append((new_at, placed[tz], placed[tz] + row["valid_for"], now, message_id))
         db.conn.executemany(

@@ -212,9 +212,12 @@ def _print_import(report, target: str, json_: bool) -> None:
     columns = ["read", "imported", "updated", "duplicates", "invalid", "blank"]
     if report.unknown_user:
         columns.append("unknown_user")
+
     output.table(None, [c.replace("_", " ") for c in columns], [[getattr(report, c) for c in columns]])
     if report.fields:
         output.info(f"fields for templates: {', '.join('{' + f + '}' for f in report.fields)}")
+    if report.landlines:
+        output.info(f"landlines: {report.landlines} (an SMS campaign leaves them out unless --include-landlines)")
     if report.invalid_reasons:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.invalid_reasons.items(), key=lambda x: -x[1]))
         output.info(f"invalid: {reasons}" + (f" (rows in {report.rejects_file})" if report.rejects_file else "; --rejects FILE lists them"))
@@ -280,8 +283,9 @@ def leads_list(
     if json_:
         output.emit_json(rows)
         return
-    output.table(None, ["phone", "name", "fields"],
-                 [(r["phone"], r["name"], ", ".join(f"{k}={v}" for k, v in r["fields"].items())) for r in rows])
+    output.table(None, ["phone", "name", "time zone(s)", "line", "fields"],
+                 [(r["phone"], r["name"], (r["tz"] or "").replace(",", "\n"), (r["line_type"] or "").replace("_", " "),
+                   ", ".join(f"{k}={v}" for k, v in r["fields"].items())) for r in rows])
 
 
 # ---- opt-outs ----------------------------------------------------------------------------
@@ -392,6 +396,7 @@ def campaigns_create(
     param: Annotated[Optional[list[str]], typer.Option("--param", help="WhatsApp: lead field for each body parameter, in order.")] = None,
     session: Annotated[bool, typer.Option("--session", help="WhatsApp: free text inside the 24-hour service window.")] = False,
     allow_past: Annotated[bool, typer.Option("--allow-past", help="Accept an --at in the past (sends at once).")] = False,
+    include_landlines: Annotated[bool, typer.Option("--include-landlines", help="SMS: send to numbers typed as landlines too (most networks cannot deliver them).")] = False,
     now: NowOption = None,
     db: DbOption = None,
     json_: JsonOption = False,
@@ -402,7 +407,7 @@ def campaigns_create(
     spec = campaigns_lib.CampaignSpec(
         at=at, message=message, name=name, channel=channel, priority=priority, tz=tz,
         quiet_hours=quiet_hours, repeat=repeat, valid_for=valid_for, gsm7=gsm7, template=template,
-        lang=lang, params=param or [], session=session, allow_past=allow_past,
+        lang=lang, params=param or [], session=session, allow_past=allow_past, include_landlines=include_landlines,
     )
     report = campaigns_lib.create(database, owner, spec, now=_now(now, owner["tz"]))
     for warning in report["warnings"]:
@@ -410,12 +415,22 @@ def campaigns_create(
     if json_:
         output.emit_json(report)
         return
-    cost = (f"{report['encoding']}, {report['segments_per_message']} segment(s) per message, "
-            f"{report['total_segments']} in all") if report["channel"] == "sms" else "WhatsApp"
+    if report["channel"] == "sms":
+        mix = report["encodings"]
+        cost = (f"{report['encoding']}, {report['segments_per_message']} segment(s) per message, "
+                f"{report['total_segments']} in all")
+        if len(mix) > 1:
+            cost += " (" + ", ".join(f"{m['messages']} {name} messages: {m['segments']} segments"
+                                     for name, m in sorted(mix.items())) + ")"
+    else:
+        cost = "WhatsApp"
+    extra = f"{report['not_mobile']} landline(s) left out (--include-landlines sends to them); " if report["not_mobile"] else ""
+    if report["never_open"]:
+        extra += f"{report['never_open']} never sendable (their time zones' windows do not overlap); "
     output.out.print(
         f"campaign {report['id']} {report['name']!r}: {report['recipients']} recipients at "
         f"{report['scheduled_local']} ({report['scheduled_at']}); {report['suppressed']} opted out; "
-        f"{report['moved_by_quiet_hours']} moved by quiet hours; {cost}", markup=False)
+        f"{extra}{report['moved_by_quiet_hours']} moved by quiet hours; {cost}", markup=False)
 
 
 @campaigns_app.command("import")
@@ -484,7 +499,8 @@ def campaigns_preview(campaign: int, limit: Annotated[int, typer.Option()] = 5, 
         output.emit_json(rows)
         return
     output.table(None, ["phone", "recipient time", "state", "cost", "body"],
-                 [(r["phone"], r["recipient_local"], r["state"],
+                 [(r["phone"], "\n".join(f"{t} {z}" if len(r["zones"]) > 1 else t for z, t in r["recipient_times"].items()),
+                   r["state"],
                    f"{r['encoding']} ×{r['segments']}" if r["encoding"] else "", r["body"]) for r in rows])
 
 
@@ -522,6 +538,63 @@ def campaigns_reschedule(
     else:
         output.out.print(f"campaign {result['id']}: {result['messages_rescheduled']} messages now at "
                          f"{result['scheduled_local']}", markup=False)
+
+
+# ---- what smsched makes of a number or a text -------------------------------------------
+
+
+@app.command()
+def lookup(
+    numbers: Annotated[list[str], typer.Argument(help="Numbers, as typed.")],
+    region: Annotated[str, typer.Option(help="Country whose dialling rules read numbers without +.")] = users_lib.DEFAULT_REGION,
+    json_: JsonOption = False,
+) -> None:
+    """How smsched reads numbers: E.164, the recipient's time zone(s), the line type (exit 2 if any is invalid)."""
+    from smsched import phones
+
+    region_code = phones.check_region(region)
+    rows = []
+    for typed in numbers:
+        result = phones.normalize(typed, region_code)
+        rows.append({"typed": typed, "phone": result.phone, "valid": result.phone is not None,
+                     "zones": result.tz.split(",") if result.tz else [], "line_type": result.line_type,
+                     "sms": result.phone is not None and result.line_type != phones.LANDLINE, "reason": result.reason})
+    if json_:
+        output.emit_json(rows)
+    else:
+        output.table(None, ["typed", "E.164", "time zone(s)", "line", "note"], [
+            (r["typed"], r["phone"] or "", "\n".join(r["zones"]), (r["line_type"] or "").replace("_", " "),
+             r["reason"] or ("" if r["sms"] else "landline: SMS campaigns leave it out")) for r in rows])
+    if not all(r["valid"] for r in rows):
+        raise typer.Exit(int(ExitCode.USAGE))
+
+
+@app.command("segments")
+def segments_command(
+    text: Annotated[str, typer.Argument(help="The message text; - reads it from standard input.")],
+    gsm7: Annotated[bool, typer.Option("--gsm7", help="Transliterate to GSM-7 first, as campaigns create --gsm7 does.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """What a text costs as SMS: encoding, characters and segments, counted as Twilio bills them."""
+    from smsched import segments
+
+    body = sys.stdin.read() if text == "-" else text
+    if gsm7:
+        body = segments.to_gsm7(body)
+    cost = segments.cost(body)
+    result = {"encoding": cost.encoding, "characters": len(segments.graphemes(body)), "units": cost.units,
+              "segments": cost.segments, "non_gsm7": segments.non_gsm7_chars(body),
+              "too_long": len(body) > segments.TWILIO_MAX_BODY}
+    if json_:
+        output.emit_json(result)
+        return
+    unit = "septets" if cost.encoding == "GSM-7" else "UTF-16 units"
+    output.out.print(f"{cost.encoding}: {result['characters']} characters, {cost.units} {unit}, "
+                     f"{cost.segments} segment(s)", markup=False)
+    if result["non_gsm7"] and not gsm7:
+        output.info("not in GSM-7: " + " ".join(result["non_gsm7"][:20]) + " (--gsm7 transliterates them)")
+    if result["too_long"]:
+        output.warn(f"longer than Twilio's {segments.TWILIO_MAX_BODY}-character limit")
 
 
 # ---- dispatch ----------------------------------------------------------------------------
@@ -598,7 +671,8 @@ def dispatch(
 @app.command()
 def retry(
     unknown: Annotated[bool, typer.Option("--unknown", help="Requeue messages whose outcome is unknown (may resend).")] = False,
-    failed: Annotated[bool, typer.Option("--failed", help="Requeue failed messages.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Requeue failed messages that ran out of retries.")] = False,
+    include_permanent: Annotated[bool, typer.Option("--include-permanent", help="With --failed: also those the provider refused for good (21211 invalid number, 21614 landline, ...).")] = False,
     campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
     now: NowOption = None,
     db: DbOption = None,
@@ -608,11 +682,15 @@ def retry(
     from smsched import messages as messages_lib
 
     states = [s for s, on in (("unknown", unknown), ("failed", failed)) if on]
-    result = messages_lib.retry(open_db(db), states=states, campaign=campaign, now=_now(now))
+    result = messages_lib.retry(open_db(db), states=states, campaign=campaign, now=_now(now),
+                                include_permanent=include_permanent)
     if json_:
         output.emit_json(result)
     else:
         output.out.print(f"requeued {result['requeued']} message(s) ({' and '.join(states)}) for {result['at']}", markup=False)
+        if result.get("left_permanent"):
+            output.info(f"left {result['left_permanent']} permanent failure(s) alone (no resend can fix them; "
+                        "--include-permanent requeues them too)")
 
 
 @app.command()

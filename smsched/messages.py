@@ -66,12 +66,20 @@ def retry(
     states: list[str],
     campaign: int | None = None,
     now: float | None = None,
+    include_permanent: bool = False,
 ) -> dict:
-    """Requeue unknown and/or failed messages to go out now (opt-outs are checked again at send)."""
+    """Requeue unknown and/or failed messages to go out now (opt-outs are checked again at send).
+
+    A failed message the provider refused for good (an invalid number, a landline: no resend can
+    fix it) is requeued only with ``include_permanent``; one that ran out of retries always is."""
     if not states:
         raise UsageError("say what to requeue: --unknown, --failed, or both")
+    if campaign is not None and db.conn.execute("SELECT 1 FROM campaigns WHERE id = ?", (campaign,)).fetchone() is None:
+        raise UsageError(f"no campaign {campaign}: see `smsched campaigns list`")
     stamp = int(now if now is not None else now_s())
     with transaction(db):
+        left = 0 if include_permanent or "failed" not in states else queue.permanent_failures(db, campaign=campaign)
         changed = queue.requeue(db, [MessageState(s) for s in states], at=stamp, valid_for=REQUEUE_VALID_FOR_S,
-                                campaign=campaign)
-    return {"requeued": changed, "states": states, "campaign": campaign, "at": clock.iso_utc(stamp)}
+                                campaign=campaign, permanent_too=include_permanent)
+    return {"requeued": changed, "states": states, "campaign": campaign, "at": clock.iso_utc(stamp),
+            "left_permanent": left}

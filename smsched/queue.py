@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 import sqlite_utils
 
-from smsched.states import MessageState, S, sources
+from smsched.states import GAVE_UP, MessageState, S, sources
 from smsched.states import Change
 
 
@@ -168,11 +168,16 @@ def held(db: sqlite_utils.Database, ids: list[int], *, owner: str, state: Messag
         " AND state = ? AND claimed_by = ?", (json.dumps(ids), str(state), owner)).fetchone()[0]))
 
 
-def has_orphans(db: sqlite_utils.Database, *, before: float) -> bool:
-    """Are there claims whose lease ran out before ``before`` (a dead run's)? One cheap look."""
-    return db.conn.execute(
-        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND lease_until < ?)",
-        (before,)).fetchone()[0] == 1
+def first_look(db: sqlite_utils.Database, *, before: float, run_id: int | None, providers: list[str]) -> dict:
+    """What a run must see to before it claims, in one read: orphaned claims (lease ended before
+    ``before``), runs still marked running (other than this one), 'unknown' messages of these
+    providers."""
+    orphans, running, unknown = db.conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND lease_until < ?),"
+        " EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND id IS NOT ?),"
+        f" EXISTS (SELECT 1 FROM messages WHERE state = 'unknown' AND provider IN ({','.join('?' * len(providers)) or 'NULL'}))",
+        (before, run_id, *providers)).fetchone()
+    return {"orphans": bool(orphans), "running": bool(running), "unknown": bool(unknown)}
 
 
 def recover(db: sqlite_utils.Database, *, before: float, now: float) -> dict:
@@ -211,13 +216,6 @@ def unknown_messages(db: sqlite_utils.Database, provider: str, *, sent_before: f
     keys = ("id", "phone", "channel", "body", "params", "campaign_id", "lead_id", "scheduled_at", "sending_at",
             "template", "sender")
     return [dict(zip(keys, r)) for r in rows]
-
-
-def has_unknown(db: sqlite_utils.Database, providers: list[str]) -> bool:
-    """Is any message of these providers 'unknown'? (One step of a partial index.)"""
-    return bool(providers) and db.conn.execute(
-        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'unknown' AND provider IN ({','.join('?' * len(providers))}))",
-        providers).fetchone()[0] == 1
 
 
 def known_provider_ids(db: sqlite_utils.Database, provider_ids: Iterable[str]) -> set[str]:
@@ -295,9 +293,22 @@ def suppress_numbers(db: sqlite_utils.Database, numbers: list[str], scope: int, 
     return db.conn.execute(sql, params).rowcount
 
 
+# A failure after retries says so (decide.py); any other failure is the provider's final word.
+_PERMANENT = f"(state = '{S.FAILED}' AND coalesce(error, '') NOT LIKE '{GAVE_UP}%')"
+
+
+def permanent_failures(db: sqlite_utils.Database, *, campaign: int | None = None) -> int:
+    sql, params = f"SELECT count(*) FROM messages WHERE {_PERMANENT}", []
+    if campaign is not None:
+        sql += " AND campaign_id = ?"
+        params.append(campaign)
+    return db.conn.execute(sql, params).fetchone()[0]
+
+
 def requeue(db: sqlite_utils.Database, from_states: list[MessageState], *, at: int, valid_for: int,
-            campaign: int | None = None, exclude_codes: Iterable[str] = ()) -> int:
-    """Unknown or failed messages go out again at ``at`` (the operator's word): attempts start over."""
+            campaign: int | None = None, permanent_too: bool = False) -> int:
+    """Unknown or failed messages go out again at ``at`` (the operator's word): attempts start over.
+    Failures the provider gave as final (invalid number, landline, ...) only with ``permanent_too``."""
     sql = (
         f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, expires_at = max(expires_at, ? + ?),"
         f" attempts = 0, lease_until = NULL, claimed_by = NULL, provider_id = NULL, delivery = NULL,"
@@ -308,9 +319,8 @@ def requeue(db: sqlite_utils.Database, from_states: list[MessageState], *, at: i
     if campaign is not None:
         sql += " AND campaign_id = ?"
         params.append(campaign)
-    for code in exclude_codes:  # e.g. permanent failures that no resend can fix
-        sql += " AND NOT (state = 'failed' AND coalesce(error, '') LIKE ?)"
-        params.append(f"%[{code}]%")
+    if not permanent_too:
+        sql += f" AND NOT {_PERMANENT}"
     return db.conn.execute(sql, params).rowcount
 
 

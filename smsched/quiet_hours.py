@@ -2,6 +2,9 @@
 
 A window is written ``HH:MM-HH:MM`` (the hours when sending is allowed; everything outside
 is quiet) or ``off``. ``22:00-02:00`` crosses midnight: 22:00 to 02:00 next day is allowed.
+
+A recipient whose number may be in several zones (``Atlantic/Azores,Europe/Lisbon``) gets a
+message only when the window is open in every one of them.
 """
 
 from __future__ import annotations
@@ -44,14 +47,35 @@ def allows(window: Window, minute_of_day: int) -> bool:
     return minute_of_day >= start or minute_of_day < end
 
 
-def place(ts: int, tz_name: str, window: Window) -> int:
-    """``ts`` if it falls inside the window in tz_name, else the next window opening."""
+@lru_cache(maxsize=4096)
+def zones(tz: str) -> tuple[str, ...]:
+    """The zones a recipient may be in ("A,B" -> ("A", "B"))."""
+    return tuple(z for z in tz.split(",") if z)
+
+
+NEVER_OPEN = "no hour of the sending window is open in every time zone the number may be in"
+SEARCH_DAYS = 8  # a common opening of several zones' windows, if there is one, is within a week
+
+
+def place(ts: int, tz: str, window: Window) -> int | None:
+    """``ts`` if the window is open then in every zone of ``tz``, else the next instant it is;
+    None when the zones' windows never overlap (a message to such a number can never go)."""
     if window is None:
         return ts
-    local = clock.local_datetime(ts, tz_name)
-    if allows(window, local.hour * 60 + local.minute):
-        return ts
-    return clock.next_local_time(ts, tz_name, window[0])
+    names = zones(tz)
+    at = ts
+    for _ in range(4 * len(names) + 4):
+        moved = False
+        for name in names:
+            local = clock.local_datetime(at, name)
+            if not allows(window, local.hour * 60 + local.minute):
+                at = clock.next_local_time(at, name, window[0])
+                moved = True
+        if not moved:
+            return at
+        if at - ts > SEARCH_DAYS * 86400:
+            break
+    return None
 
 
 class LocalMinutes:
@@ -72,4 +96,9 @@ class LocalMinutes:
         return minute
 
     def allows(self, window: Window, tz: str, now: float) -> bool:
-        return window is None or allows(window, self.minute_of_day(tz, now))
+        """Is the window open now in every zone the recipient may be in?"""
+        if window is None:
+            return True
+        if "," not in tz:
+            return allows(window, self.minute_of_day(tz, now))
+        return all(allows(window, self.minute_of_day(name, now)) for name in zones(tz))

@@ -98,6 +98,9 @@ def _move(id, source, target, attempted=False, sent_at=None, provider=None, prov
                                   lease_until, hold_until))
 
 
+# How a failure after retries begins its error (the others are the provider's final word).
+GAVE_UP = "gave up after"
+
 # ---- the moves, by name -----------------------------------------------------------------
 
 

@@ -194,86 +194,188 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX receipts_unmatched ON receipts (provider_message_id) WHERE message_id IS NULL;
         """,
     ),
+    (
+        "0004_line_types",
+        """
+        -- libphonenumber's type of each lead's number: an SMS campaign leaves landlines out.
+        ALTER TABLE leads ADD COLUMN line_type TEXT;
+        ALTER TABLE campaigns ADD COLUMN include_landlines INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = None) -> sqlite_utils.Database:
-    """Open (creating if needed) and migrate the database at ``path``.
+def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = None,
+            readonly: bool = False) -> sqlite_utils.Database:
+    """Open (creating if needed, unless ``readonly``) and migrate the database at ``path``.
 
     The connection is in autocommit mode: every multi-statement write goes through
     :func:`transaction`, which takes the write lock up front. ``trace`` sees every statement
-    from the first one (dispatch counts them).
+    (dispatch counts them). The file's identity (ours? which schema? WAL?) is read from its
+    header before SQLite opens it: a foreign or newer file is refused without a byte written,
+    and the usual open costs three statements. A read-only open (``readonly``) is for commands
+    that only read: they work on a read-only file or file system.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file; pass --db FILE")
-    _refuse_foreign_file(path)
+    header = _header(path)
+    if header is None:
+        if readonly:
+            raise DatabaseError(f"{path}: no such database (it is not created by a command that only reads); "
+                                "check --db or SMSCHED_DB")
+        _check_creatable(path)
+    else:
+        _check_identity(header, path)
+        if not readonly and not _writable(path):
+            raise DatabaseError(f"{path} is read-only ({_why_read_only(path)}); commands that change it need "
+                                "write access to the file and its directory")
+    conn = _open(path, header, readonly)
     try:
-        # The busy timeout: long enough for dozens of CLI writers queued behind a dispatch.
-        conn = sqlite3.connect(
-            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
         if trace is not None:
             conn.set_trace_callback(trace)
-        # Identify the file before any pragma that writes to it (journal_mode does).
-        identity = _check_identity(conn, path)
-        if identity["journal_mode"] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        # FULL (SQLite's default, checked here): a committed 'sending' mark must survive a power
-        # cut, or a message could be sent twice. Dispatch commits a few times per thousand
-        # messages, so it costs little.
-        if identity["synchronous"] != 2:
+        if header is not None and header["app_id"] != APPLICATION_ID:
+            # Not ours by its header; in WAL mode the header lags behind the log, so ask SQLite
+            # (a database another process is creating right now is ours already in the log).
+            header |= _identity_by_sql(conn, path)
+        if not readonly:
+            if header is None or not header["wal"]:
+                conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed 'sending' mark must survive a power cut, or a message could be
+            # sent twice. Dispatch commits a few times per thousand messages, so it costs little.
             conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -32000")
+        db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        if not readonly and (header is None or header["user_version"] < SCHEMA_VERSION):
+            _migrate(db, path)
+        return db
     except (NotSmschedDatabase, DatabaseError):
+        conn.close()
         raise
     except sqlite3.DatabaseError as exc:
-        raise NotSmschedDatabase(
-            f"{path} is not an smsched database ({exc}); pass --db with another file"
-        ) from None
-    db = sqlite_utils.Database(conn, execute_plugins=False)
-    if identity["user_version"] < SCHEMA_VERSION:
-        try:
-            _migrate(db, path)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise DatabaseError(f"cannot use database {path}: {exc}") from None
-    return db
-
-
-def _refuse_foreign_file(path: Path) -> None:
-    """Reject, without writing a byte, a file that is not an SQLite database."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(16)
-    if header != b"SQLite format 3\x00":
-        raise NotSmschedDatabase(
-            f"{path} is not an smsched database (not an SQLite file); "
-            "pass --db with another file"
-        )
-
-
-def _check_identity(conn: sqlite3.Connection, path: Path) -> dict:
-    """What the file says it is, in one read: whose, which schema, which journal."""
-    app_id, version, journal, synchronous, tables = conn.execute(
-        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version),"
-        " (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous),"
-        " (SELECT count(*) FROM sqlite_master)").fetchone()
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
         conn.close()
-        raise NotSmschedDatabase(
-            f"{path} is an SQLite database but not an smsched one; pass --db with another file"
-        )
-    if version > SCHEMA_VERSION:
-        conn.close()
+        if header is None:
+            _unlink_if_empty(path)  # a failed creation (full disk) leaves no 0-byte file behind
+        raise _environment_error(path, exc) from None
+
+
+def _header(path: Path) -> dict | None:
+    """The identity in an SQLite file's 100-byte header (None: no file yet, or an empty one).
+
+    In WAL mode the header is updated at checkpoints only: its user_version may lag behind (never
+    ahead), and a database being created may still show application_id 0."""
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a database file; pass --db FILE")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(100)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise DatabaseError(f"{path}: permission denied; run as the user that owns it, or pass --db") from None
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not data:
+        return None
+    if len(data) < 100 or data[:16] != b"SQLite format 3\x00":
+        raise NotSmschedDatabase(f"{path} is not an smsched database (not an SQLite file); pass --db with another file")
+    return {"wal": data[18] == 2 and data[19] == 2, "user_version": int.from_bytes(data[60:64], "big"),
+            "app_id": int.from_bytes(data[68:72], "big")}
+
+
+def _check_identity(header: dict, path: Path) -> None:
+    if header["app_id"] not in (0, APPLICATION_ID):
+        raise NotSmschedDatabase(f"{path} is an SQLite database but not an smsched one; pass --db with another file")
+    if header["user_version"] > SCHEMA_VERSION:
         raise DatabaseError(
-            f"{path} was written by a newer smsched (schema {version}, this one knows "
+            f"{path} was written by a newer smsched (schema {header['user_version']}, this one knows "
             f"{SCHEMA_VERSION}); upgrade smsched"
         )
-    return {"user_version": version, "journal_mode": journal, "synchronous": synchronous}
+
+
+def _check_creatable(path: Path) -> None:
+    directory = path.absolute().parent
+    if not directory.is_dir():
+        raise DatabaseError(f"cannot create {path}: the directory {directory} does not exist; create it, or fix --db")
+    if not os.access(directory, os.W_OK | os.X_OK) or _read_only_fs(directory):
+        raise DatabaseError(f"cannot create {path}: the directory {directory} is read-only; pass --db with a writable place")
+
+
+def _writable(path: Path) -> bool:
+    directory = path.absolute().parent
+    return (os.access(path, os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
+            and not _read_only_fs(directory))
+
+
+def _read_only_fs(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _why_read_only(path: Path) -> str:
+    if _read_only_fs(path.absolute().parent):
+        return "its file system is mounted read-only"
+    if not os.access(path, os.W_OK):
+        return "the file is not writable by this user"
+    return "its directory is not writable by this user (SQLite writes the -wal and -shm files there)"
+
+
+def _open(path: Path, header: dict | None, readonly: bool) -> sqlite3.Connection:
+    try:
+        if not readonly:
+            # The busy timeout: long enough for dozens of CLI writers queued behind a dispatch.
+            return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        if not _writable(path) and header and header["wal"]:
+            # A WAL file on a read-only place cannot get its shared-memory index: read it as it is.
+            uri += "&immutable=1"
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _environment_error(path, exc) from None
+
+
+def _environment_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """Name the real cause of a failure to open or create a database."""
+    text = str(exc)
+    if "full" in text or _disk_full(path):
+        return DatabaseError(f"{path}: the disk is full ({text}); free some space and try again")
+    if "readonly" in text or "read-only" in text:
+        return DatabaseError(f"{path} is read-only ({text}); commands that change it need write access")
+    if "unable to open" in text:
+        return DatabaseError(f"{path}: cannot open it ({text}); check the path, its directory and permissions")
+    if "malformed" in text or "not a database" in text:
+        return NotSmschedDatabase(f"{path} is damaged or not a database ({text}); restore it from a backup")
+    return DatabaseError(f"cannot use database {path}: {text}")
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.absolute().parent)
+        return st.f_bavail * st.f_frsize < 64 * 1024
+    except OSError:
+        return False
+
+
+def _unlink_if_empty(path: Path) -> None:
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            if leftover.exists() and (leftover == path and leftover.stat().st_size == 0 or leftover != path):
+                leftover.unlink()
+        except OSError:
+            pass
+
+
+def _identity_by_sql(conn: sqlite3.Connection, path: Path) -> dict:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+        raise NotSmschedDatabase(f"{path} is an SQLite database but not an smsched one; pass --db with another file")
+    identity = {"app_id": app_id, "user_version": version}
+    _check_identity(identity, path)
+    return identity
 
 
 def _migrate(db: sqlite_utils.Database, path: Path) -> None:

@@ -66,7 +66,8 @@ def test_attempts_count_requests_that_left_once(five):
 def test_recovery_puts_claims_back_and_makes_sending_unknown(five):
     claimed = queue.claim_due(five, now=DUE, limit=3, owner="dead", lease_until=100.0)
     queue.apply(five, [states.marked(claimed[0].id, "twilio", 100.0)], owner="dead", now=DUE)
-    assert queue.has_orphans(five, before=101.0) and not queue.has_orphans(five, before=99.0)
+    assert queue.first_look(five, before=101.0, run_id=None, providers=[])["orphans"]
+    assert not queue.first_look(five, before=99.0, run_id=None, providers=[])["orphans"]
     assert queue.recover(five, before=101.0, now=DUE) == {"claimed_to_scheduled": 2, "sending_to_unknown": 1, "sending_to_sent": 0}
     assert [state_of(five, m.id)[0] for m in claimed] == ["unknown", "scheduled", "scheduled"]
 

@@ -29,6 +29,8 @@ def decide(message: QueuedMessage, outcome: Outcome, now: float, policy: RetryPo
         return states.held(m.id, ready_at if ready_at is not None else now)
     if outcome is DEFERRED:
         opens = quiet_hours.place(int(now), m.tz, window)
+        if opens is None:
+            return states.expired(m.id, quiet_hours.NEVER_OPEN, states.S.SENDING)
         if opens > m.expires_at:
             return states.expired(m.id, "quiet hours until after its validity", states.S.SENDING)
         return states.deferred(m.id, max(opens, int(now) + 1), states.S.SENDING)
@@ -44,7 +46,7 @@ def decide(message: QueuedMessage, outcome: Outcome, now: float, policy: RetryPo
     if kind == RETRY:
         when = policy.next_retry(attempts, outcome.retry_after, now)
         if when is None:
-            return states.failed(m.id, provider=m.provider, error=f"gave up after {attempts} attempts: {outcome.error}")
+            return states.failed(m.id, provider=m.provider, error=f"{states.GAVE_UP} {attempts} attempts: {outcome.error}")
         return states.retry_at(m.id, when, provider=m.provider, error=outcome.error)
     if kind == PERMANENT:
         return states.failed(m.id, provider=m.provider, error=outcome.error)

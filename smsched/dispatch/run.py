@@ -202,8 +202,10 @@ class Run:
         mode = self.claims.mode if not alone or self.options.seed_cycle else "exclusive"
         s.run_id = self._timed(runs.record_start, self.db, s, "concurrent" if not alone else mode)
         s.commits += 1
-        s.recovered = self._timed(self._recover, alone)
-        s.reconciled = self._reconcile()
+        look = self._timed(queue.first_look, self.db, before=math.inf if alone else time.time(), run_id=s.run_id,
+                           providers=self._listing_providers())
+        s.recovered = self._timed(self._recover, alone, look)
+        s.reconciled = self._reconcile() if look["unknown"] else None
         s.materialised = self._timed(campaigns_lib.extend_repeating, self.db, self.clock.now())
         deadline = s.clock_start + self.time_budget
         self.sender.start()
@@ -243,12 +245,10 @@ class Run:
             s.sql_statements = self.statements()
         return s
 
-    def _recover(self, alone: bool) -> dict:
+    def _recover(self, alone: bool, look: dict) -> dict:
         """Put back what dead runs left. Alone, every orphan is stale; shared, only expired leases."""
-        wall = time.time()  # leases are wall-clock instants
-        before = math.inf if alone else wall
-        stale_runs = alone and runs.any_running(self.db, self.summary.run_id)
-        if not queue.has_orphans(self.db, before=before) and not stale_runs:
+        before = math.inf if alone else time.time()  # leases are wall-clock instants
+        if not look["orphans"] and not (alone and look["running"]):
             return {"claimed_to_scheduled": 0, "sending_to_unknown": 0, "sending_to_sent": 0}
         with transaction(self.db):
             counts = queue.recover(self.db, before=before, now=self.clock.now())
@@ -257,12 +257,16 @@ class Run:
         self.summary.commits += 1
         return counts
 
+    def _listing_providers(self) -> list[str]:
+        """The routed providers reconciliation can ask (none when it is switched off)."""
+        if not self.config.dispatch("reconcile"):
+            return []
+        return [name for name, route in self.routes.items() if route.provider.can_list]
+
     def _reconcile(self) -> dict | None:
         """Ask providers that can tell about 'unknown' messages whose requests have certainly finished."""
-        if not self.config.dispatch("reconcile"):
-            return None
-        names = [name for name, route in self.routes.items() if route.provider.can_list]
-        if not self._timed(queue.has_unknown, self.db, names):
+        names = self._listing_providers()
+        if not names:
             return None
         from smsched import reconcile
 

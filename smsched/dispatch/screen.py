@@ -30,7 +30,9 @@ def screen(messages: list[QueuedMessage], campaigns: dict[int, dict], optout_sco
             window = campaign.get("window")
             if window is not None and not local.allows(window, m.tz, now):
                 opens = quiet_hours.place(int(now), m.tz, window)
-                if opens > m.expires_at:
+                if opens is None:
+                    changes.append(states.expired(m.id, quiet_hours.NEVER_OPEN))
+                elif opens > m.expires_at:
                     changes.append(states.expired(m.id, "quiet hours until after its validity"))
                 else:
                     changes.append(states.deferred(m.id, opens))

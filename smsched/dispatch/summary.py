@@ -168,11 +168,6 @@ def mark_crashed(db: sqlite_utils.Database, current_run: int | None) -> int:
                            (current_run,)).rowcount
 
 
-def any_running(db: sqlite_utils.Database, current_run: int | None) -> bool:
-    return db.conn.execute("SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND id IS NOT ?)",
-                           (current_run,)).fetchone()[0] == 1
-
-
 def record_finish(db: sqlite_utils.Database, s: RunSummary) -> None:
     # Times in `runs` follow the run's clock (shifted by --now), so stats and check agree with it.
     lag = s.lag()
