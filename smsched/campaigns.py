@@ -21,6 +21,7 @@ from dateutil import rrule as rrule_lib
 from smsched import clock, phones, queue, quiet_hours, segments
 from smsched.csvfiles import normalise_key, open_csv
 from smsched.errors import ImportFailed, InvalidState, NotFound, UsageError
+from smsched.names import check_name
 from smsched.states import PENDING, S
 from smsched.storage import now_s, transaction
 from smsched.templates import ALIASES, Template, compile_template
@@ -89,6 +90,13 @@ def _prepare(db, user: dict, spec: CampaignSpec, now: float) -> _Prepared:
         )
     if spec.template and not spec.lang:
         raise UsageError("--template needs --lang, e.g. --lang pt_BR")
+    if spec.lang and not spec.template:
+        raise UsageError("--lang names a WhatsApp template's language: it goes with --template")
+    if spec.params and not spec.template:
+        raise UsageError("--param fills a WhatsApp template's placeholders (with --template); in an SMS, "
+                         "write the field in --message, e.g. {cidade}")
+    if spec.name is not None:
+        spec.name = check_name(spec.name, "a campaign's name")
     if not spec.template and not (spec.message or "").strip():
         raise UsageError("the campaign needs --message TEXT")
     tz = spec.tz or user["tz"]
@@ -124,6 +132,8 @@ def _rule(rule: str, dtstart: datetime) -> rrule_lib.rrule:
         ) from None
     if getattr(parsed, "_freq", None) == rrule_lib.SECONDLY:
         raise UsageError("--repeat FREQ=SECONDLY is not allowed: the finest schedule is a minute")
+    if getattr(parsed, "_interval", 1) < 1:
+        raise UsageError(f"invalid --repeat {rule!r}: INTERVAL must be 1 or more (RFC 5545)")
     return parsed
 
 
@@ -352,6 +362,12 @@ def _insert(db, prep: _Prepared, audience: _Audience, now: float) -> dict:
     if not spec.name:
         db.conn.execute("UPDATE campaigns SET name = ? WHERE id = ?", (f"campaign-{campaign_id}", campaign_id))
     rows, result = _render_rows(prep, audience, campaign_id, occurrences, now)
+    if not result.recipients:
+        left_out = [f"{n} {what}" for n, what in ((result.suppressed, "opted out"),
+                    (result.not_mobile, "landline(s) (--include-landlines sends SMS to them)")) if n]
+        raise UsageError(f"no recipient: {user['name']} has no leads; import them with `smsched leads import "
+                         f"{user['name']} FILE`" if not left_out else
+                         f"no recipient among {user['name']}'s leads: {', '.join(left_out)}; nothing was created")
     db.conn.executemany(_INSERT_MESSAGE, rows)
     db.conn.execute(
         "UPDATE campaigns SET encoding = ?, segments_per_message = ? WHERE id = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 from pathlib import Path
@@ -22,8 +23,71 @@ from smsched.errors import ExitCode, SmschedError
 _state: dict = {"traceback": False, "db": None, "now": None}
 
 
+INT64_MAX = 2**63 - 1  # SQLite's integers: every whole number on the command line must fit
+
+
+def _finite(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None):
+    """A callback for float options: nan, inf and numbers out of range are input errors."""
+    def check(value):
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if above is not None and value <= above:
+            raise typer.BadParameter(f"{value:g}: give a number above {above:g}")
+        if minimum is not None and value < minimum:
+            raise typer.BadParameter(f"{value:g} is below {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise typer.BadParameter(f"{value:g} is above {maximum:g}")
+        return value
+    return check
+
+
+# Click's exceptions, from whichever click this typer uses (newer typers carry their own copy).
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+CRON_COMMANDS = ("dispatch", "reconcile")  # their lines are log lines when there is no terminal
+_ROOT_OPTIONS_WITH_VALUES = ("--db", "--now")
+
+
+def _command_name(argv: list[str]) -> str | None:
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _ROOT_OPTIONS_WITH_VALUES:
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
 class _Group(TyperGroup):
     """Turns every smsched error into one line on stderr and its exit code, in one place."""
+
+    def main(self, *args, **kwargs):
+        """Click's own errors (no such option, not a number) get the same one line as ours."""
+        output.cron_log.__init__()  # one command, one log (tests run many in one process)
+        argv = list(kwargs.get("args") if kwargs.get("args") is not None else (args[0] if args else sys.argv[1:]))
+        if _command_name(argv) in CRON_COMMANDS:
+            output.cron_log.start()  # from the first line, option errors included
+        if kwargs.pop("standalone_mode", True) is False:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickUsageError as exc:
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "smsched"
+            output.err.print(f"error: {exc.format_message()} (see {where} --help)", markup=False)
+            sys.exit(int(ExitCode.USAGE))
+        except _ClickException as exc:
+            output.err.print(f"error: {exc.format_message()}", markup=False)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            output.err.print("interrupted; nothing half-written was kept", markup=False)
+            sys.exit(int(ExitCode.CTRL_C))
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -84,6 +148,12 @@ DbOption = Annotated[
     typer.Option("--db", help="SQLite database file [env SMSCHED_DB; default ./smsched.db]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (smsched campaigns list).", min=1, max=INT64_MAX)]
+CampaignOption = Annotated[Optional[int], typer.Option("--campaign", help="Only this campaign (its id).", min=1, max=INT64_MAX)]
+
+
+def limit_option(help_text: str = "At most this many (default: all).", default=None):
+    return typer.Option(help=help_text, min=0, max=INT64_MAX)
 
 
 def _version(value: bool) -> None:
@@ -110,7 +180,10 @@ def db_path(db: Path | None) -> str:
     """The database a command uses: its own --db, else the root's --db, else $SMSCHED_DB, else ./smsched.db."""
     import os
 
-    return str(db or _state["db"] or os.environ.get("SMSCHED_DB") or storage.DEFAULT_DB)
+    chosen = db if db is not None else _state["db"]
+    if chosen is not None and not str(chosen).strip() or str(chosen) == ".":
+        raise _usage("--db is empty: give the database file, e.g. --db smsched.db")
+    return str(chosen or os.environ.get("SMSCHED_DB") or storage.DEFAULT_DB)
 
 
 def open_db(db: Path | None, **kwargs):
@@ -155,7 +228,7 @@ def users_import(
 @users_app.command("list")
 def users_list(db: DbOption = None, json_: JsonOption = False) -> None:
     """List users."""
-    rows = users_lib.list_all(open_db(db))
+    rows = users_lib.list_all(open_db(db, readonly=True))
     if json_:
         output.emit_json(rows)
         return
@@ -273,12 +346,12 @@ class _byte_progress:
 @leads_app.command("list")
 def leads_list(
     user: str,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many (default: all).")] = None,
+    limit: Annotated[Optional[int], limit_option()] = None,
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List a user's leads."""
-    database = open_db(db)
+    database = open_db(db, readonly=True)
     rows = leads_lib.list_leads(database, users_lib.get(database, user), limit)
     if json_:
         output.emit_json(rows)
@@ -336,7 +409,7 @@ def optout_import(
 @optout_app.command("list")
 def optout_list(user: UserOption = None, db: DbOption = None, json_: JsonOption = False) -> None:
     """List opt-outs (with --user: those that apply to that user)."""
-    database = open_db(db)
+    database = open_db(db, readonly=True)
     rows = optouts_lib.list_all(database, user=users_lib.get(database, user) if user else None)
     for row in rows:
         row["created_at"] = iso_utc(row["created_at"])
@@ -465,7 +538,7 @@ def campaigns_list(
     """List campaigns with their message counts."""
     if status and status not in campaigns_lib.STATUSES:
         raise _usage(f"unknown status {status!r}: use one of {', '.join(campaigns_lib.STATUSES)}")
-    database = open_db(db)
+    database = open_db(db, readonly=True)
     rows = campaigns_lib.list_campaigns(database, user=users_lib.get(database, user) if user else None, status=status)
     if json_:
         output.emit_json(rows)
@@ -476,9 +549,9 @@ def campaigns_list(
 
 
 @campaigns_app.command("show")
-def campaigns_show(campaign: int, now: NowOption = None, db: DbOption = None, json_: JsonOption = False) -> None:
+def campaigns_show(campaign: CampaignArg, now: NowOption = None, db: DbOption = None, json_: JsonOption = False) -> None:
     """A campaign's details, counts per state and next occurrences."""
-    data = campaigns_lib.show(open_db(db), campaign, now=_now(now))
+    data = campaigns_lib.show(open_db(db, readonly=True), campaign, now=_now(now))
     if json_:
         output.emit_json(data)
         return
@@ -492,9 +565,9 @@ def campaigns_show(campaign: int, now: NowOption = None, db: DbOption = None, js
 
 
 @campaigns_app.command("preview")
-def campaigns_preview(campaign: int, limit: Annotated[int, typer.Option()] = 5, db: DbOption = None, json_: JsonOption = False) -> None:
+def campaigns_preview(campaign: CampaignArg, limit: Annotated[int, limit_option("How many messages.")] = 5, db: DbOption = None, json_: JsonOption = False) -> None:
     """The first rendered messages, exactly as they will be sent."""
-    rows = campaigns_lib.preview(open_db(db), campaign, limit=limit)
+    rows = campaigns_lib.preview(open_db(db, readonly=True), campaign, limit=limit)
     if json_:
         output.emit_json(rows)
         return
@@ -505,7 +578,7 @@ def campaigns_preview(campaign: int, limit: Annotated[int, typer.Option()] = 5, 
 
 
 def _control(action):
-    def command(campaign: int, db: DbOption = None, json_: JsonOption = False) -> None:
+    def command(campaign: CampaignArg, db: DbOption = None, json_: JsonOption = False) -> None:
         result = getattr(campaigns_lib, action)(open_db(db), campaign)
         if json_:
             output.emit_json(result)
@@ -524,7 +597,7 @@ for _action in ("pause", "resume", "cancel"):
 
 @campaigns_app.command("reschedule")
 def campaigns_reschedule(
-    campaign: int,
+    campaign: CampaignArg,
     at: Annotated[str, typer.Option("--at")],
     allow_past: Annotated[bool, typer.Option("--allow-past")] = False,
     now: NowOption = None,
@@ -603,14 +676,14 @@ def segments_command(
 @app.command()
 def dispatch(
     provider: Annotated[Optional[str], typer.Option(help="Send every channel it can carry through this provider.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Concurrent requests, 1-1024 (default [dispatch] workers, 32).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent requests, 1-1024 (default [dispatch] workers, 32).", max=INT64_MAX)] = None,
     rate: Annotated[Optional[float], typer.Option(help="Messages/second per provider, overriding the configuration.")] = None,
     time_budget: Annotated[str, typer.Option(help="Keep sending what falls due for this long, then exit (0: only what is due now).")] = "55s",
-    max_campaigns: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N campaigns this run.")] = None,
-    max_per_campaign: Annotated[Optional[int], typer.Option(help="The seed's cycle: at most N messages per campaign.")] = None,
-    parallel: Annotated[Optional[int], typer.Option(help="The seed's cycle: campaigns sent at a time.")] = None,
-    batch_delay: Annotated[str, typer.Option(help="The seed's cycle: pause between batches, e.g. 200ms.")] = "0ms",
-    batch: Annotated[Optional[int], typer.Option(help="Messages per claim (default: about 10 s of sending, at most [dispatch] batch).")] = None,
+    max_campaigns: Annotated[Optional[int], typer.Option(help="Cycle mode: at most N campaigns this run.", max=INT64_MAX)] = None,
+    max_per_campaign: Annotated[Optional[int], typer.Option(help="Cycle mode: at most N messages per campaign.", max=INT64_MAX)] = None,
+    parallel: Annotated[Optional[int], typer.Option(help="Cycle mode: campaigns sent at a time.", max=INT64_MAX)] = None,
+    batch_delay: Annotated[str, typer.Option(help="Cycle mode: pause between batches, e.g. 200ms.")] = "0ms",
+    batch: Annotated[Optional[int], typer.Option(help="Messages per claim (default: about 10 s of sending, at most [dispatch] batch).", max=INT64_MAX)] = None,
     lease: Annotated[str, typer.Option(help="How long a claim is held before another run may recover it.")] = "5m",
     concurrent: Annotated[bool, typer.Option("--concurrent", help="Share the work with dispatchers already running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent now; change nothing.")] = False,
@@ -624,6 +697,7 @@ def dispatch(
     from smsched import dispatch as dispatch_lib
     from smsched.clock import parse_duration
 
+    output.cron_log.start()
     # Everything is checked before the database is opened: a bad option changes nothing.
     options = dispatch_lib.DispatchOptions(
         provider=provider, workers=workers, rate=rate, time_budget=parse_duration(time_budget, what="--time-budget"),
@@ -633,7 +707,7 @@ def dispatch(
     ).validate()
     clock = _clock(now)
     if dry_run:
-        result = dispatch_lib.preview_due(open_db(db), now=clock.now())
+        result = dispatch_lib.preview_due(open_db(db, readonly=True), now=clock.now())
         if json_:
             output.emit_json(result)
             return
@@ -673,7 +747,7 @@ def retry(
     unknown: Annotated[bool, typer.Option("--unknown", help="Requeue messages whose outcome is unknown (may resend).")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Requeue failed messages that ran out of retries.")] = False,
     include_permanent: Annotated[bool, typer.Option("--include-permanent", help="With --failed: also those the provider refused for good (21211 invalid number, 21614 landline, ...).")] = False,
-    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    campaign: CampaignOption = None,
     now: NowOption = None,
     db: DbOption = None,
     json_: JsonOption = False,
@@ -707,6 +781,7 @@ def reconcile(
     from smsched import reconcile as reconcile_lib
     from smsched.clock import parse_duration
 
+    output.cron_log.start()
     age = parse_duration(older_than, what="--older-than")
     settings = config_lib.load(config)
     if provider:
@@ -733,7 +808,7 @@ def reconcile(
 @receipts_app.command("serve")
 def receipts_serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (default [receipts] host, 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default [receipts] port, 8788).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default [receipts] port, 8788).", min=0, max=65535)] = None,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
@@ -744,10 +819,12 @@ def receipts_serve(
     from smsched import config as config_lib
     from smsched.receipts import ReceiptsServer
 
+    output.cron_log.start()
     settings = config_lib.load(config)
     host = host or settings.receipts("host") or "127.0.0.1"
     port = port if port is not None else int(settings.receipts("port") or 8788)
-    server = ReceiptsServer(open_db(db), settings, host=host, port=port)
+    database = open_db(db)
+    server = _listening(lambda: ReceiptsServer(database, settings, host=host, port=port), host, port)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     public = settings.receipts("public_url")
     output.info(f"receipts: listening on {server.url}"
@@ -764,11 +841,11 @@ def receipts_serve(
 
 @messages_app.command("list")
 def messages_list(
-    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    campaign: CampaignOption = None,
     user: Annotated[Optional[str], typer.Option("--user")] = None,
     state: Annotated[Optional[str], typer.Option("--state")] = None,
     phone: Annotated[Optional[str], typer.Option("--phone", help="As typed; normalised with the user's region (BR without --user).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most N (default: all).")] = None,
+    limit: Annotated[Optional[int], limit_option("At most N (default: all).")] = None,
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -776,7 +853,7 @@ def messages_list(
     from smsched import messages as messages_lib
     from smsched import phones
 
-    database = open_db(db)
+    database = open_db(db, readonly=True)
     owner = users_lib.get(database, user) if user else None
     number = phones.normalize_or_fail(phone, owner["region"] if owner else "BR") if phone else None
     rows = messages_lib.list_messages(database, campaign=campaign, user=owner, state=state, phone=number, limit=limit)
@@ -793,13 +870,13 @@ def messages_list(
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8787,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).", min=0, max=65535)] = 8787,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    latency_ms: Annotated[float, typer.Option(help="Delay every answer this long.")] = 0.0,
-    fail_rate: Annotated[float, typer.Option(help="Fraction answered HTTP 500.")] = 0.0,
-    rate_limit: Annotated[int, typer.Option(help="Answer 429 with Retry-After above N requests/second (0: none).")] = 0,
-    hang_rate: Annotated[float, typer.Option(help="Fraction that hang past the client's timeout.")] = 0.0,
-    hang_ms: Annotated[float, typer.Option(help="How long a hang lasts.")] = 30000.0,
+    latency_ms: Annotated[float, typer.Option(help="Delay every answer this long (ms, up to an hour).", callback=_finite(0, 3_600_000))] = 0.0,
+    fail_rate: Annotated[float, typer.Option(help="Fraction answered HTTP 500, 0 to 1.", callback=_finite(0, 1))] = 0.0,
+    rate_limit: Annotated[int, typer.Option(help="Answer 429 with Retry-After above N requests/second (0: none).", min=0, max=INT64_MAX)] = 0,
+    hang_rate: Annotated[float, typer.Option(help="Fraction that hang past the client's timeout, 0 to 1.", callback=_finite(0, 1))] = 0.0,
+    hang_ms: Annotated[float, typer.Option(help="How long a hang lasts (ms, up to an hour).", callback=_finite(0, 3_600_000))] = 30000.0,
     token: Annotated[Optional[str], typer.Option(help="Accept only this auth token / password (default: any).")] = None,
     webhook_secret: Annotated[Optional[str], typer.Option(help="Check X-Smsched-Signature with this secret.")] = None,
     callbacks: Annotated[bool, typer.Option("--callbacks", help="Send signed delivery receipts for what it accepts.")] = False,
@@ -810,10 +887,11 @@ def sandbox_serve(
     """Run the local provider in the foreground (Ctrl-C stops it)."""
     from smsched.sandbox import SandboxServer
 
-    server = SandboxServer(host=host, port=port, db_path=str(sandbox_db) if sandbox_db else None,
-                           latency_ms=latency_ms, fail_rate=fail_rate, rate_limit=rate_limit, hang_rate=hang_rate,
-                           hang_ms=hang_ms, token=token, webhook_secret=webhook_secret, callbacks=callbacks,
-                           whatsapp_webhook=whatsapp_webhook, app_secret=app_secret)
+    server = _listening(lambda: SandboxServer(
+        host=host, port=port, db_path=str(sandbox_db) if sandbox_db else None, latency_ms=latency_ms,
+        fail_rate=fail_rate, rate_limit=rate_limit, hang_rate=hang_rate, hang_ms=hang_ms, token=token,
+        webhook_secret=webhook_secret, callbacks=callbacks, whatsapp_webhook=whatsapp_webhook,
+        app_secret=app_secret), host, port)
     output.info(f"sandbox listening on {server.url} (Twilio, WhatsApp Cloud API and /webhook); Ctrl-C stops it")
     try:
         server.serve_forever()
@@ -850,6 +928,26 @@ def sandbox_messages(
                  [(iso_utc(r["received_at"]), r["api"], r["to"], r["status"], r["body"]) for r in rows])
 
 
+def _listening(make, host: str, port: int):
+    """A server bound to host:port, or one line saying why it cannot be."""
+    import errno
+    import socket
+
+    try:
+        return make()
+    except socket.gaierror:
+        reason = "no such host or address; use an address of this machine, e.g. 127.0.0.1"
+    except OverflowError:
+        reason = "the port must be 0-65535"
+    except OSError as exc:
+        reason = {
+            errno.EADDRINUSE: "the port is in use; stop what uses it, or pick another with --port (0: any free port)",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's; use e.g. 127.0.0.1",
+            errno.EACCES: "permission denied (ports below 1024 need privileges); use a port above 1024",
+        }.get(exc.errno, exc.strerror or str(exc))
+    raise _usage(f"cannot listen on {host}:{port}: {reason}")
+
+
 def _usage(message: str):
     from smsched.errors import UsageError
 
@@ -865,15 +963,9 @@ def config_show(config: ConfigOption = None, json_: JsonOption = False) -> None:
     if json_:
         output.emit_json(view)
         return
-    output.out.print(f"# source: {view.pop('source') or '(defaults and environment only)'}", markup=False)
-    for section in ("channels", "dispatch"):
-        output.out.print(f"[{section}]", markup=False)
-        for key, value in view[section].items():
-            output.out.print(f"{key} = {value!r}", markup=False)
-    for name, settings in view["providers"].items():
-        output.out.print(f"[providers.{name}]", markup=False)
-        for key, value in settings.items():
-            output.out.print(f"{key} = {value!r}", markup=False)
+    source = view.pop("source") or "(defaults and environment only)"
+    output.out.print(f"# smsched configuration from {source}, secrets masked\n" + config_lib.to_toml(view),
+                     markup=False, end="")
 
 
 @config_app.command("check")
@@ -898,7 +990,7 @@ def config_check(config: ConfigOption = None, json_: JsonOption = False) -> None
 @app.command()
 def stats(
     user: Annotated[Optional[str], typer.Option("--user")] = None,
-    campaign: Annotated[Optional[int], typer.Option("--campaign")] = None,
+    campaign: CampaignOption = None,
     since: Annotated[str, typer.Option(help="Window for rates, lag and failures.")] = "1h",
     watch: Annotated[bool, typer.Option("--watch", help="Refresh in place, like top (Ctrl-C stops).")] = False,
     prometheus: Annotated[Optional[Path], typer.Option("--prometheus", help="Write node_exporter textfile metrics here (atomically).")] = None,
@@ -912,9 +1004,15 @@ def stats(
     from smsched import stats as stats_lib
     from smsched.clock import parse_duration
 
-    database = open_db(db)
-    owner = users_lib.get(database, user) if user else None
+    from smsched.outfiles import check_destination
+
     window = parse_duration(since, what="--since")
+    if window <= 0:
+        raise _usage(f"--since {since!r}: give a window above 0, e.g. 15m or 1h")
+    if prometheus:
+        check_destination(str(prometheus), what="--prometheus")
+    database = open_db(db, readonly=True)
+    owner = users_lib.get(database, user) if user else None
     at = _now(now)
 
     def gather() -> dict:
@@ -981,13 +1079,13 @@ def _stats_view(data: dict):
 
 @app.command()
 def check(
-    max_lag: Annotated[float, typer.Option(help="Warn when lag p99 passes this many seconds (critical at 2x).")] = 60,
-    max_backlog_age: Annotated[float, typer.Option(help="Warn when the oldest due message is older (s).")] = 300,
-    max_failure_rate: Annotated[float, typer.Option(help="Warn above this failure percentage.")] = 5.0,
-    max_unknown: Annotated[int, typer.Option(help="Warn when more messages than this are in unknown.")] = 0,
-    max_run_age: Annotated[float, typer.Option(help="Warn when dispatch has not run for this long (s).")] = 180,
-    max_rate_limited: Annotated[float, typer.Option(help="Warn when the rate limit was the bottleneck this long (s).")] = 600,
-    max_undelivered: Annotated[Optional[float], typer.Option(help="Warn when more than this % of settled deliveries failed (receipts).")] = None,
+    max_lag: Annotated[float, typer.Option(help="Warn when lag p99 passes this many seconds (critical at 2x).", callback=_finite(0))] = 60,
+    max_backlog_age: Annotated[float, typer.Option(help="Warn when the oldest due message is older (s).", callback=_finite(0))] = 300,
+    max_failure_rate: Annotated[float, typer.Option(help="Warn above this failure percentage.", callback=_finite(0, 100))] = 5.0,
+    max_unknown: Annotated[int, typer.Option(help="Warn when more messages than this are in unknown.", min=0, max=INT64_MAX)] = 0,
+    max_run_age: Annotated[float, typer.Option(help="Warn when dispatch has not run for this long (s).", callback=_finite(0))] = 180,
+    max_rate_limited: Annotated[float, typer.Option(help="Warn when the rate limit was the bottleneck this long (s).", callback=_finite(0))] = 600,
+    max_undelivered: Annotated[Optional[float], typer.Option(help="Warn when more than this % of settled deliveries failed (receipts).", callback=_finite(0, 100))] = None,
     now: NowOption = None,
     db: DbOption = None,
 ) -> None:
@@ -997,7 +1095,7 @@ def check(
     from smsched import stats as stats_lib
 
     try:
-        database = open_db(db)
+        database = open_db(db, readonly=True)
         at = _now(now)
         status, line = stats_lib.check(
             database, now=at if at is not None else time_mod.time(), max_lag=max_lag, max_backlog_age=max_backlog_age,
@@ -1015,21 +1113,27 @@ def check(
 def plan(
     date: Annotated[Optional[str], typer.Option(help="The day to plan (default: today in --tz).")] = None,
     tz: Annotated[str, typer.Option(help="Time zone of the hours shown.")] = "America/Sao_Paulo",
-    rate: Annotated[Optional[float], typer.Option(help="Capacity in messages/second (default: measured from recent runs).")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Capacity in messages/second (default: the configured providers' rates).", callback=_finite(above=0))] = None,
     simulate: Annotated[Optional[str], typer.Option(help="USERS:LEADS, e.g. 10000:100: plan without data.")] = None,
     distribution: Annotated[Optional[str], typer.Option(help="With --simulate: share of the day per span, e.g. '08-12:40,12-18:35,18-22:25'.")] = None,
     now: NowOption = None,
+    config: ConfigOption = None,
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Per hour: messages scheduled, capacity, headroom and worst lag; warns for hours that do not fit."""
     import time as time_mod
 
+    from smsched import config as config_lib
     from smsched import stats as stats_lib
 
     at = _now(now)
-    result = stats_lib.plan(open_db(db), now=at if at is not None else time_mod.time(), date=date, tz=tz, rate=rate,
-                            simulate=simulate, distribution=distribution)
+    routes = None
+    if not rate:
+        settings = config_lib.load(config)
+        routes = {channel: (name, settings.provider(name).rate) for channel, name in settings.data["channels"].items()}
+    result = stats_lib.plan(open_db(db, readonly=True), now=at if at is not None else time_mod.time(), date=date, tz=tz,
+                            rate=rate, routes=routes, simulate=simulate, distribution=distribution)
     if json_:
         output.emit_json(result)
         return
@@ -1046,17 +1150,16 @@ def plan(
                       f"{h['headroom_percent']}%" if h["headroom_percent"] is not None else "?",
                       f"{h['worst_lag_seconds']}s" if h["worst_lag_seconds"] is not None else "?", bar, style=style)
     output.out.print(table)
-    source = result["rate_source"] or "unknown"
-    seed = result["seed"]
     if result["capacity_per_hour"]:
-        ours = (f"capacity {result['capacity_per_hour']:,}/h ({source}); margin at the peak "
-                f"{result['peak_margin_percent']}% (headroom {result['peak_headroom_percent']}% of capacity)")
+        measured = result["measured_rate_per_second"]
+        output.out.print(
+            f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; capacity "
+            f"{result['capacity_per_hour']:,}/h from {result['rate_source']}; margin at the peak "
+            f"{result['peak_margin_percent']}% (headroom {result['peak_headroom_percent']}% of capacity)"
+            + (f"; recent runs sent {measured:,}/s" if measured else ""), markup=False)
     else:
-        ours = "capacity unknown (no dispatch run has sent 100+ messages yet; pass --rate)"
-    output.out.print(
-        f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; {ours}. The seed's design: "
-        f"{seed['capacity_per_hour']:,}/h, margin {seed['peak_margin_percent']}%, ±{seed['precision_seconds']}s precision",
-        markup=False)
+        output.out.print(f"peak {result['peak_hour']}: {result['peak_messages']:,} messages; capacity unknown",
+                         markup=False)
     for warning in result["warnings"]:
         output.warn(warning)
 
@@ -1067,7 +1170,7 @@ def plan(
 @app.command()
 def demo(
     keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the database, CSV and config in this folder.")] = None,
-    leads: Annotated[int, typer.Option("--leads", help="How many sample leads.")] = 200,
+    leads: Annotated[int, typer.Option("--leads", help="How many sample leads, 1 to 100,000.", min=1, max=100_000)] = 200,
     json_: JsonOption = False,
 ) -> None:
     """Run the main job end to end on a throwaway database against the local sandbox."""
@@ -1076,6 +1179,8 @@ def demo(
     from smsched import demo as demo_lib
     from smsched.progress import DispatchDisplay
 
+    if keep is not None and keep.exists() and not keep.is_dir():
+        raise _usage(f"--keep {keep}: is a file; give a folder (it is created if missing)")
     with tempfile.TemporaryDirectory(prefix="smsched-demo-") as scratch:
         directory = keep or Path(scratch)
         with DispatchDisplay(None, None, enabled=not json_) as display:
@@ -1085,7 +1190,7 @@ def demo(
         return
     imp = result["import"]
     say = output.out.print
-    say(f"[bold]smsched demo[/] — at {result['at']} (São Paulo), in {result['directory'] if keep else 'a throwaway folder'}")
+    say(f"smsched demo — at {result['at']} (São Paulo), in {result['directory'] if keep else 'a throwaway folder'}")
     say(f"1. imported {imp['file']} ({imp['encoding']}, '{imp['delimiter']}'): read {imp['read']}, imported {imp['imported']}, "
         f"duplicates {imp['duplicates']}, invalid {imp['invalid']}, blank {imp['blank']}", markup=False)
     say(f"2. opted out {result['optout']['added']} number (reason recorded)", markup=False)

@@ -28,10 +28,19 @@ LATEST = 32503680000  # 3000-01-01T00:00:00Z
 LONGEST = 100 * 365 * 86400
 
 
+_IANA_NAME = re.compile(r"[A-Z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*){1,2}")
+
+
 @lru_cache(maxsize=None)
 def zone(name: str) -> tzinfo:
-    """The tzinfo for an IANA name, or a UsageError that says what to type."""
-    tzinfo_ = date_tz.gettz(name) if name and "/" in name or name in ("UTC", "GMT") else None
+    """The tzinfo for an IANA name, or a UsageError that says what to type. A name, never a
+    path: dateutil would read any file it is given (/etc/passwd, ../../x)."""
+    tzinfo_ = None
+    if name in ("UTC", "GMT") or (isinstance(name, str) and _IANA_NAME.fullmatch(name)):
+        try:
+            tzinfo_ = date_tz.gettz(name)
+        except (ValueError, OSError):
+            tzinfo_ = None
     if tzinfo_ is None:
         raise UsageError(
             f"unknown time zone {name!r}: use an IANA name such as America/Sao_Paulo"

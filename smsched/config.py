@@ -66,25 +66,7 @@ SECRET_KEYS = {"auth_token", "token", "secret", "password", "api_key", "app_secr
 class Config:
     def __init__(self, data: dict, source: str | None):
         self.data, self.source = data, source
-        for channel, provider in data["channels"].items():
-            if provider not in REGISTRY:
-                raise ConfigError(
-                    f"[channels] {channel} = {provider!r}: unknown provider; use one of {', '.join(REGISTRY)}"
-                )
-        for name, settings in data["providers"].items():
-            for key in ("rate", "burst", "sender_rate"):
-                if key in settings and not (isinstance(settings[key], (int, float)) and settings[key] > 0):
-                    raise ConfigError(f"[providers.{name}] {key} must be a positive number, not {settings[key]!r}")
-            for key in REGISTRY[name].url_settings if name in REGISTRY else ():
-                if settings.get(key) is not None:
-                    check_url(settings[key], f"[providers.{name}] {key}", query=key == "url")
-        if data.get("receipts", {}).get("public_url"):
-            check_url(data["receipts"]["public_url"], "[receipts] public_url")
-        d = data["dispatch"]
-        if d["ambiguous"] not in ("unknown", "retry"):
-            raise ConfigError(f"[dispatch] ambiguous = {d['ambiguous']!r}: use \"unknown\" or \"retry\"")
-        if d["http_client"] not in ("urllib3", "requests"):
-            raise ConfigError(f"[dispatch] http_client = {d['http_client']!r}: use \"urllib3\" or \"requests\"")
+        validate(data)
 
     def route(self, channel: str) -> str:
         return self.data["channels"].get(channel, "")
@@ -105,15 +87,18 @@ class Config:
 
     def masked(self) -> dict:
         view = copy.deepcopy(self.data)
+        urls = {key for cls in REGISTRY.values() for key in cls.url_settings} | {"public_url"}
         for settings in [*view["providers"].values(), view.get("receipts", {})]:
             for key, value in list(settings.items()):
                 if key in SECRET_KEYS and value:
                     settings[key] = mask(str(value))
+                elif key in urls and isinstance(value, str):
+                    settings[key] = mask_url(value)  # http://user:SECRET@host, ?token=SECRET
         view["source"] = self.source
         return view
 
 
-_URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?(/[^\s?#]*)?"
+_URL = re.compile(r"^https?://(?:[^/@\s?#]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?(/[^\s?#]*)?"
                   r"(\?[^\s#]*)?$")
 
 
@@ -141,6 +126,178 @@ def mask(value: str) -> str:
     return "******** (set)" if value else ""
 
 
+# ---- what each key may hold: one home for the configuration's types ------------------------
+
+def _whole(low: int, high: int):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be a whole number from {low} to {high:,} (it is {_kind(value)})"
+        if not low <= value <= high:
+            return f"must be a whole number from {low} to {high:,}"
+    return check
+
+
+def _positive(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number above 0 (it is {_kind(value)})"
+    if not (value > 0 and value < float("inf")):
+        return "must be a finite number above 0"
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        return f"must be true or false (it is {_kind(value)})"
+
+
+def _duration(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return f"must be a duration such as \"30s\" or \"5m\" (it is {_kind(value)})"
+    try:
+        seconds = clock.parse_duration(str(value))
+    except UsageError:
+        return "must be a duration such as \"30s\", \"5m\" or \"1h\" (at most 100 years)"
+    if seconds <= 0:
+        return "must be a duration above 0, such as \"30s\""
+
+
+def _one_of(*choices):
+    def check(value):
+        if value not in choices:
+            return "must be " + " or ".join(f'"{c}"' for c in choices)
+    return check
+
+
+def _text(value):
+    if not isinstance(value, str):
+        return f"must be a string in quotes (it is {_kind(value)})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must not hold control characters (line breaks, escapes)"
+
+
+def _url(query: bool):
+    def check(value):
+        if not isinstance(value, str) or not _URL.match(value) or (_URL.match(value).group(4) and not query):
+            return "must be an http(s)://host[:port][/path] address" + (" (a ?query is allowed)" if query else "")
+        port = _URL.match(value).group(2)
+        if port and not 0 < int(port[1:]) < 65536:
+            return "has a port outside 1-65535"
+    return check
+
+
+def _kind(value) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+SCHEMA: dict[str, dict] = {
+    "dispatch": {
+        "workers": _whole(1, 1024), "batch": _whole(1, 100_000), "max_attempts": _whole(1, 100),
+        "retry_base": _duration, "retry_cap": _duration, "ambiguous": _one_of("unknown", "retry"),
+        "breaker_threshold": _whole(1, 1_000_000), "breaker_cooldown": _duration,
+        "connect_timeout": _duration, "read_timeout": _duration, "lease": _duration,
+        "http_client": _one_of("urllib3", "requests"), "pin_cpu": _boolean, "time_budget": _duration,
+        "reconcile": _boolean,
+    },
+    "receipts": {"host": _text, "port": _whole(0, 65535), "public_url": _url(False), "verify_token": _text},
+}
+PROVIDER_NUMBERS = {"rate": _positive, "burst": _whole(1, 1_000_000), "sender_rate": _positive}
+SECRET_KEYS |= {key for cls in REGISTRY.values() for key in cls.secret_settings}
+
+
+def provider_schema(name: str) -> dict:
+    cls = REGISTRY[name]
+    keys = dict(PROVIDER_NUMBERS)
+    keys.update({key: _url(query=key == "url") for key in cls.url_settings})
+    keys.update({key: _text for key in (*cls.text_settings, *cls.secret_settings)})
+    return keys
+
+
+def validate(data: dict) -> None:
+    """Every section a table, every key known and of its type; the first problem is an error
+    that names the key (and the nearest valid one) but never repeats the value: a secret typed
+    into the wrong key must not end up in a cron mail."""
+    _keys(data, ("channels", "dispatch", "receipts", "providers"), "the configuration", "section")
+    for section in ("channels", "dispatch", "receipts", "providers"):
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"{section} must be a table, e.g. [{section}] on a line of its own followed by "
+                              f"its keys (it is {_kind(data.get(section))})")
+    channels = data["channels"]
+    _keys(channels, ("sms", "whatsapp"), "[channels]")
+    for channel, provider in channels.items():
+        if provider not in REGISTRY:
+            raise ConfigError(f"[channels] {channel} must name a provider: {', '.join(REGISTRY)}")
+        if channel not in REGISTRY[provider].channels:
+            raise ConfigError(f"[channels] {channel} = \"{provider}\": {provider} cannot carry {channel}; "
+                              f"use one of {', '.join(n for n, c in REGISTRY.items() if channel in c.channels)}")
+    for section, keys in SCHEMA.items():
+        _check_table(data[section], keys, f"[{section}]")
+    _keys(data["providers"], tuple(REGISTRY), "[providers]", "provider")
+    for name, settings in data["providers"].items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"[providers.{name}] must be a table (it is {_kind(settings)})")
+        _check_table(settings, provider_schema(name), f"[providers.{name}]")
+
+
+def _check_table(table: dict, keys: dict, where: str) -> None:
+    _keys(table, tuple(keys), where)
+    for key, value in table.items():
+        problem = keys[key](value)
+        if problem:
+            raise ConfigError(f"{where} {key} {problem}; fix it in the configuration")
+
+
+def _keys(table: dict, known: tuple, where: str, what: str = "key") -> None:
+    import difflib
+
+    for key in table:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"valid: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown {what} {_printable(key)!r}; {hint}")
+
+
+def _printable(text) -> str:
+    return "".join(c if c.isprintable() else "?" for c in str(text))[:60]
+
+
+def to_toml(view: dict) -> str:
+    """A configuration as TOML that --config reads back (booleans lowercase, strings quoted)."""
+    lines: list[str] = []
+
+    def table(name: str, values: dict) -> None:
+        plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
+        if plain or not values:
+            lines.extend(["", f"[{name}]"] if lines else [f"[{name}]"])
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in plain.items())
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table(f"{name}.{_toml_key(key)}", value)
+
+    for section, values in view.items():
+        table(_toml_key(section), values)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(value) -> str:
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A TOML basic string: JSON's escapes are TOML's (\\ \" \n \t \uXXXX); JSON's \/ is never written.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 def _merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -161,8 +318,10 @@ def load(path: str | os.PathLike | None = None) -> Config:
                 _merge(data, tomllib.load(f))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{candidate}: {exc}; fix the TOML syntax") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{candidate}: not a TOML file (not UTF-8 text); give smsched.toml to --config") from None
         except OSError as exc:
-            raise ConfigError(f"{candidate}: cannot read it ({exc.strerror})") from None
+            raise ConfigError(f"{candidate}: cannot read it ({exc.strerror or exc})") from None
         source = str(candidate)
     elif explicit:
         raise ConfigError(f"{candidate}: no such configuration file (from --config or SMSCHED_CONFIG)")

@@ -79,7 +79,7 @@ def open_csv(path: str, *, encoding: str | None = None, delimiter: str | None = 
             raise ImportFailed(f"unknown encoding {encoding!r}: try utf-8, cp1252 or latin-1") from None
     else:
         encoding = detect_encoding(binary, name)
-    if delimiter:
+    if delimiter is not None:
         if delimiter not in DELIMITERS:
             raise ImportFailed(f"unsupported delimiter {delimiter!r}: use , ; tab or |")
         delimiter = DELIMITERS[delimiter]

@@ -11,10 +11,11 @@ profile showed to cost a third of the client's CPU per message.
 
 from __future__ import annotations
 
+import base64
 import threading
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
@@ -73,12 +74,17 @@ class Transport:
             return self._send_urllib3(request)
         return self._send_requests(request, {"User-Agent": USER_AGENT, **request.headers})
 
-    def _target(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
-        """The pool for the URL's origin, and the path to ask it for (looked up once per URL)."""
+    def _target(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str, str | None]:
+        """The pool for the URL's origin, the path to ask it for, and the Basic authorization its
+        user:password@ asks for (looked up once per URL)."""
         target = self.targets.get(url)
         if target is None:
             parts = urlsplit(url)
-            origin = f"{parts.scheme}://{parts.netloc}"
+            origin = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+            auth = None
+            if parts.username is not None:
+                pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+                auth = "Basic " + base64.b64encode(pair).decode()
             with self.lock:
                 pool = self.pools.get(origin)
                 if pool is None:
@@ -86,14 +92,16 @@ class Transport:
                     pool = self.pools[origin] = kind(
                         parts.hostname, parts.port, maxsize=self.pool_size, block=False, retries=False,
                         timeout=self.timeout, headers={"User-Agent": USER_AGENT})
-            target = (pool, parts.path + (f"?{parts.query}" if parts.query else ""))
+            target = (pool, parts.path + (f"?{parts.query}" if parts.query else ""), auth)
             if len(self.targets) < 1024:  # a provider's few URLs; list pages vary and are not kept
                 self.targets[url] = target
         return target
 
     def _send_urllib3(self, request: HttpRequest) -> HttpResponse:
-        pool, path = self._target(request.url)
+        pool, path, auth = self._target(request.url)
         headers = request.headers if "User-Agent" in request.headers else {"User-Agent": USER_AGENT, **request.headers}
+        if auth and "Authorization" not in headers:
+            headers = {**headers, "Authorization": auth}
         try:
             response = pool.urlopen(request.method, path, body=request.body or None, headers=headers,
                                     redirect=False, preload_content=True, decode_content=False, retries=False,

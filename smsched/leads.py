@@ -13,7 +13,7 @@ import json
 import json.encoder
 import multiprocessing
 import os
-import tempfile
+import signal
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
@@ -23,6 +23,7 @@ import sqlite_utils
 from smsched import phones
 from smsched.csvfiles import CsvSource, normalise_key, open_csv
 from smsched.errors import ImportFailed
+from smsched.outfiles import AtomicFile, check_destination, spreadsheet_safe
 from smsched.storage import now_s, transaction
 
 PHONE_HEADERS = ("phone", "telefone", "celular", "whatsapp", "mobile", "fone", "numero", "number", "tel", "cel")
@@ -106,13 +107,19 @@ def _normalize_chunk(pairs: list[tuple[str, str]]) -> list[phones.Normalized]:
     return [phones.normalize(raw, region) for raw, region in pairs]
 
 
+def _worker_ignores_ctrl_c() -> None:
+    # Ctrl-C reaches the whole process group: only the main process stops the import (and
+    # terminates the workers); a worker dying mid-chunk would leave the main one waiting forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Normalizer:
     """Normalises chunks of numbers in order, on every core when the file is large."""
 
     def __init__(self, parallel: bool):
         self.pool = None
         if parallel and (os.cpu_count() or 1) > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(os.cpu_count())
+            self.pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), initializer=_worker_ignores_ctrl_c)
         self.pending: deque = deque()
 
     def submit(self, chunk: list) -> None:
@@ -149,6 +156,8 @@ def import_leads(
 ) -> ImportReport:
     """Import one user's leads."""
     region = phones.check_region(region or user["region"])
+    if rejects:
+        check_destination(rejects, what="--rejects", inputs=(path,))
     source = open_csv(path, encoding=encoding, delimiter=delimiter)
     owners = lambda record: (user["id"], region)  # noqa: E731 - every row is this user's
     try:
@@ -171,6 +180,8 @@ def import_leads_many(
     now: float | None = None,
 ) -> ImportReport:
     """Import leads for many users from one file: a column names each row's user (name or id)."""
+    if rejects:
+        check_destination(rejects, what="--rejects", inputs=(path,))
     source = open_csv(path, encoding=encoding, delimiter=delimiter)
     known: dict[str, tuple[int, str] | None] = {}
     by_name = {name: (uid, region) for uid, name, region in db.conn.execute("SELECT id, name, region FROM users")}
@@ -337,14 +348,14 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
                 "  OR excluded.tz IS NOT leads.tz OR excluded.line_type IS NOT leads.line_type",
                 (stamp, stamp),
             )
+            if rejects_out:  # in place before the commit: if it cannot be, nothing is imported
+                report.rejects_file = rejects_out.keep()
     except BaseException:
         if rejects_out:
             rejects_out.discard()
         raise
     finally:
         conn.execute("DROP TABLE IF EXISTS temp.import_stage")
-    if rejects_out:
-        report.rejects_file = rejects_out.keep()
     return report
 
 
@@ -367,29 +378,21 @@ def _fields_encoder(field_keys: list[str | None]):
 
 
 class _Rejects:
-    """The rejected rows, written beside their destination and moved there on success."""
+    """The rejected rows as CSV, safe to open in a spreadsheet; kept only if the import is."""
 
     def __init__(self, path: str, headers: list[str]):
-        self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        self.tmp = tempfile.NamedTemporaryFile(
-            "w", delete=False, dir=directory, suffix=".tmp", encoding="utf-8", newline=""
-        )
-        self.writer = csv.writer(self.tmp)
-        self.writer.writerow(["line", "reason", *headers])
+        self.out = AtomicFile(path, newline="")
+        self.writer = csv.writer(self.out.file)
+        self.writer.writerow(["line", "reason", *map(spreadsheet_safe, headers)])
 
     def write(self, line: int, reason: str, record: list[str]) -> None:
-        self.writer.writerow([line, reason, *record])
+        self.writer.writerow([line, spreadsheet_safe(reason), *map(spreadsheet_safe, record)])
 
     def keep(self) -> str:
-        self.tmp.close()
-        os.replace(self.tmp.name, self.path)
-        return self.path
+        return self.out.keep()
 
     def discard(self) -> None:
-        self.tmp.close()
-        if os.path.exists(self.tmp.name):
-            os.unlink(self.tmp.name)
+        self.out.discard()
 
 
 def list_leads(db: sqlite_utils.Database, user: dict, limit: int | None = None) -> list[dict]:

@@ -3,20 +3,80 @@
 
 from __future__ import annotations
 
-import json
+import re
 import sys
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from smsched import jsontext
+
+# Control characters from data (names, bodies, files) are shown escaped, never written raw: an
+# ESC sequence in a lead's name must not repaint the operator's terminal or forge a log line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_NEWLINE = re.compile(_CONTROL.pattern[:-1] + r"\n\t]")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """``text`` with control characters escaped (\\x1b, \\n unless ``newlines`` are kept)."""
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return {9: "\\t", 10: "\\n", 13: "\\r"}.get(code) or (f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
+
+
+class CronLog:
+    """Log lines for commands cron runs (dispatch, reconcile, receipts serve): without a terminal,
+    each line starts with an ISO-8601 UTC timestamp and the run id and holds one whole event,
+    written as is (never wrapped, whatever COLUMNS says). On a terminal, rich as usual."""
+
+    def __init__(self):
+        self.enabled = False
+        self.run_id: int | str | None = None
+
+    def start(self) -> None:
+        self.enabled = True
+
+    def prefix(self) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{stamp} run={self.run_id if self.run_id is not None else '-'} "
+
+
+cron_log = CronLog()
+
+
+class _Console(Console):
+    """A rich console that escapes control characters in the strings it is given."""
+
+    def __init__(self, *args, one_line: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.one_line = one_line
+
+    def print(self, *objects, **kwargs):
+        kwargs.setdefault("markup", False)  # what we print is data, never rich markup
+        if cron_log.enabled and not self.is_terminal and all(isinstance(o, str) for o in objects):
+            text = " ".join(objects)
+            self.file.write("".join(cron_log.prefix() + printable(line) + "\n" for line in text.split("\n")))
+            self.file.flush()
+            return
+        super().print(*(printable(o, newlines=not self.one_line) if isinstance(o, str) else o for o in objects),
+                      **kwargs)
+
 
 # Without a terminal (cron mail, pipes) rich would wrap tables at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = _Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Each print on stderr is one event on one line (errors, warnings, cron log lines).
+err = _Console(stderr=True, highlight=False, soft_wrap=True, one_line=True)
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(jsontext.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -25,7 +85,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if v is None else str(v) for v in row))
+        # Text, not str: a name like "[bold]x" is data, not rich markup.
+        grid.add_row(*(Text(printable("" if v is None else str(v), newlines=True)) for v in row))
     out.print(grid)
 
 

@@ -56,6 +56,7 @@ class DispatchDisplay:
         return Group(self.bar, table)
 
     def event(self, kind: str, summary, extra: dict) -> None:
+        output.cron_log.run_id = summary.run_id
         if not self.enabled:
             return
         elapsed = max(1e-6, time.perf_counter() - self.started)
@@ -81,6 +82,7 @@ class DispatchDisplay:
                         f"failed): pausing it, one probe every {extra['cooldown']:g}s")
 
     def final(self, summary) -> None:
+        output.cron_log.run_id = summary.run_id
         data = summary.as_dict()
         if summary.status == "skipped":
             output.info(summary.message)

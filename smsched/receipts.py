@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
@@ -366,6 +365,9 @@ class ReceiptsServer:
 
 
 def _log(line: str) -> None:
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    sys.stderr.write(f"{stamp} receipts {line}\n")
+    # Always timestamped (a long-running server), and escaped: these lines carry what the
+    # network sent us, which must not forge log lines or drive a terminal.
+    from smsched.output import cron_log, printable
+
+    sys.stderr.write(f"{cron_log.prefix()}receipts {printable(line)}\n")
     sys.stderr.flush()

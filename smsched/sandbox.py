@@ -142,16 +142,27 @@ class _Writer:
     """Stores received messages in SQLite from one thread, a batch at a time."""
 
     def __init__(self, path: str):
+        from smsched.errors import UsageError
+
         self.path = path
-        conn = sqlite3.connect(path)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS received (id INTEGER PRIMARY KEY, received_at REAL, api TEXT,"
-            " to_number TEXT, sender TEXT, body TEXT, template TEXT, smsched_id TEXT, provider_id TEXT,"
-            " status TEXT, code TEXT)"
-        )
-        conn.commit()
-        conn.close()
+        try:
+            conn = sqlite3.connect(path)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "received" not in tables:
+                    # Never write into someone else's database (smsched's own, say).
+                    raise UsageError(f"{path} is another program's database; give --db a new file for the sandbox")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS received (id INTEGER PRIMARY KEY, received_at REAL, api TEXT,"
+                    " to_number TEXT, sender TEXT, body TEXT, template TEXT, smsched_id TEXT, provider_id TEXT,"
+                    " status TEXT, code TEXT)"
+                )
+                conn.commit()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise UsageError(f"{path} cannot hold the sandbox's messages ({exc}); give --db a new file") from None
         self.queue: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._run, daemon=True, name="sandbox-writer")
         self.thread.start()
@@ -614,12 +625,20 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
 
 
 def read_messages(db_path: str) -> list[dict]:
-    conn = sqlite3.connect(db_path)
+    """What a sandbox stored (`sandbox serve --db`), read-only."""
+    from pathlib import Path
+
+    from smsched.errors import UsageError
+
     try:
-        rows = conn.execute(
-            "SELECT received_at, api, to_number, sender, body, template, smsched_id, provider_id, status, code"
-            " FROM received ORDER BY id").fetchall()
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT received_at, api, to_number, sender, body, template, smsched_id, provider_id, status, code"
+                " FROM received ORDER BY id").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        raise UsageError(f"{db_path} is not a sandbox's database; give the file passed to `sandbox serve --db`") from None
     keys = ("received_at", "api", "to", "from", "body", "template", "smsched_id", "provider_id", "status", "code")
     return [dict(zip(keys, r)) for r in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from datetime import datetime, timedelta
 
 import sqlite_utils
@@ -13,6 +12,7 @@ import sqlite_utils
 from smsched import clock
 from smsched.dispatch.summary import lag_percentiles, name_bottleneck
 from smsched.errors import UsageError
+from smsched.outfiles import AtomicFile, check_destination
 from smsched.states import ALL as MESSAGE_STATES
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -216,16 +216,12 @@ def _parse_iso(text: str | None) -> float | None:
 
 def write_prometheus(path: str, data: dict) -> None:
     """Atomically: node_exporter must never read half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".smsched-", suffix=".prom.tmp")
+    out = AtomicFile(check_destination(path, what="--prometheus"))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(prometheus_text(data))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        out.file.write(prometheus_text(data))
+        out.keep()
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        out.discard()
         raise
 
 
@@ -255,6 +251,10 @@ def check(db: sqlite_utils.Database, *, now: float, max_lag: float = 60, max_bac
                  f"dispatch last ran {last_run_age:.0f}s ago (limit {max_run_age:.0f}s): is cron running it?")
     elif not runs and data["due_backlog"]:
         raise_to(CRITICAL, "dispatch has never run and messages are due: add it to cron (see crontab.example)")
+    elif not runs:
+        # A typo in --db or SMSCHED_DB looks like this too: never report it as healthy.
+        raise_to(WARNING, "dispatch has never run on this database: add it to cron (see crontab.example), "
+                          "or check --db / SMSCHED_DB")
     age = data["oldest_due_age_seconds"]
     if age > max_backlog_age:
         raise_to(CRITICAL if age > 2 * max_backlog_age else WARNING,
@@ -333,65 +333,99 @@ def measured_rate(db: sqlite_utils.Database, now: float) -> float | None:
     return rates[len(rates) // 2] if rates else None
 
 
+MAX_SIMULATED_USERS = 10_000_000
+MAX_SIMULATED_LEADS = 1_000_000
+
+
 def plan(db: sqlite_utils.Database, *, now: float, date: str | None = None, tz: str = "America/Sao_Paulo",
-         rate: float | None = None, simulate: str | None = None, distribution: str | None = None) -> dict:
+         rate: float | None = None, routes: dict[str, tuple[str, float]] | None = None,
+         simulate: str | None = None, distribution: str | None = None) -> dict:
+    """Per hour of a day: the messages scheduled (or simulated) against what the providers may
+    send. Capacity is ``rate`` (messages/second, all channels) if given, else each provider's
+    configured rate for the channels it carries (``routes``: channel -> (provider, rate)), else
+    what recent runs measured."""
     zone = clock.zone(tz)
+    if distribution and not simulate:
+        raise UsageError("--distribution shapes a --simulate day; give --simulate USERS:LEADS too")
+    users = leads = 0
+    if simulate:
+        users, leads = _simulated(simulate)
     measured = measured_rate(db, now)
-    capacity_rate = rate or measured
+    if rate:
+        lanes, source = {"--rate": (("sms", "whatsapp"), rate)}, "--rate"
+    elif routes:
+        by_provider: dict[str, list] = {}
+        for channel, (provider, provider_rate) in routes.items():
+            by_provider.setdefault(provider, [[], provider_rate])[0].append(channel)
+        lanes = {name: (tuple(channels), r) for name, (channels, r) in by_provider.items()}
+        source = "the configured rates (" + "; ".join(
+            f"{name} {r:g}/s for {', '.join(channels)}" for name, (channels, r) in lanes.items()) + ")"
+    elif measured:
+        lanes, source = {"measured": (("sms", "whatsapp"), measured)}, "measured from recent runs"
+    else:
+        lanes, source = {}, None
+    lane_of = {channel: name for name, (channels, _) in lanes.items() for channel in channels}
     if date:
         day = datetime.fromtimestamp(clock.parse_when(date, tz, now), zone).date()
     else:
         day = datetime.fromtimestamp(now, zone).date()
-    hours = []
-    starts = [int(clock.localize(datetime(day.year, day.month, day.day) + timedelta(hours=h), zone).timestamp()) for h in range(25)]
+    starts = [int(clock.localize(datetime(day.year, day.month, day.day) + timedelta(hours=h), zone).timestamp())
+              for h in range(25)]
+    # load[lane][hour] and the busiest minute of each, from the schedule or the simulation
+    load = {name: [0.0] * 24 for name in lanes} or {None: [0.0] * 24}
+    minute_peak = {name: [0.0] * 24 for name in load}
+    total = None
     if simulate:
-        try:
-            users, leads = (int(x) for x in simulate.split(":"))
-        except ValueError:
-            raise UsageError(f"invalid --simulate {simulate!r}: write USERS:LEADS, e.g. 10000:100") from None
         total = users * leads
-        load = [0.0] * 24
+        lane = lane_of.get("sms", next(iter(load)))
         for start, end, share in parse_distribution(distribution or SEED_DISTRIBUTION):
             for h in range(start, end):
-                load[h] += total * share / 100 / (end - start)
-        per_minute_peak = [l / 60 for l in load]  # evenly spread inside each hour
+                load[lane][h] += total * share / 100 / (end - start)
+        minute_peak[lane] = [v / 60 for v in load[lane]]  # evenly spread inside each hour
     else:
-        total = None
-        load = [0.0] * 24
-        per_minute_peak = [0.0] * 24
-        for h in range(24):
-            count, peak = db.conn.execute(
-                "SELECT coalesce(sum(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM messages"
-                " WHERE scheduled_at >= ? AND scheduled_at < ? AND state != 'cancelled' GROUP BY scheduled_at / 60)",
-                (starts[h], starts[h + 1])).fetchone()
-            load[h], per_minute_peak[h] = float(count), float(peak)
-    capacity_hour = capacity_rate * 3600 if capacity_rate else None
-    warnings = []
+        for channel, minute, count in db.conn.execute(
+                "SELECT channel, scheduled_at / 60, count(*) FROM messages WHERE scheduled_at >= ? AND scheduled_at < ?"
+                " AND state != 'cancelled' GROUP BY channel, scheduled_at / 60", (starts[0], starts[24])):
+            lane = lane_of.get(channel, next(iter(load)))
+            hour = max(h for h in range(24) if starts[h] <= minute * 60)
+            load[lane][hour] += count
+            minute_peak[lane][hour] = max(minute_peak[lane][hour], count)
+    hours, warnings = [], []
     for h in range(24):
-        entry = {"hour": f"{h:02d}:00", "start": clock.iso_utc(starts[h]), "messages": round(load[h]),
-                 "capacity": round(capacity_hour) if capacity_hour else None, "headroom_percent": None,
+        messages = sum(lane_load[h] for lane_load in load.values())
+        busy = [name for name in lanes if load[name][h]] or list(lanes)
+        capacity = sum(lanes[name][1] for name in busy) * 3600 if lanes else None
+        entry = {"hour": f"{h:02d}:00", "start": clock.iso_utc(starts[h]), "messages": round(messages),
+                 "capacity": round(capacity) if capacity else None, "headroom_percent": None,
                  "margin_percent": None, "worst_lag_seconds": None, "fits": None}
-        if capacity_hour:
-            entry["headroom_percent"] = round(100 * (capacity_hour - load[h]) / capacity_hour, 1)
-            # The seed's "margem de segurança": capacity over load, minus one (150k vs 100k = 50%).
-            entry["margin_percent"] = round(100 * (capacity_hour / load[h] - 1), 1) if load[h] else None
-            entry["fits"] = load[h] <= capacity_hour
-            # The busiest minute drains at the capacity rate; an hour over capacity grows a backlog.
-            backlog = max(0.0, load[h] - capacity_hour)
-            entry["worst_lag_seconds"] = round(per_minute_peak[h] / capacity_rate + backlog / capacity_rate, 1)
-            if not entry["fits"]:
-                warnings.append(f"{entry['hour']}: {round(load[h]):,} messages against {round(capacity_hour):,}/h "
-                                f"— over by {round(load[h] - capacity_hour):,} ({100 * (load[h] / capacity_hour - 1):.0f}%)")
+        if capacity:
+            # Each provider carries its own channels: the tightest one decides.
+            per_lane = [(load[name][h], lanes[name][1] * 3600, minute_peak[name][h], lanes[name][1]) for name in busy]
+            entry["headroom_percent"] = round(min(100 * (cap - used) / cap for used, cap, _, _ in per_lane), 1)
+            # Capacity over load, minus one (150k against 100k: 50%).
+            margins = [100 * (cap / used - 1) for used, cap, _, _ in per_lane if used]
+            entry["margin_percent"] = round(min(margins), 1) if margins else None
+            entry["fits"] = all(used <= cap for used, cap, _, _ in per_lane)
+            # The busiest minute drains at the provider's rate; an hour over capacity grows a backlog.
+            entry["worst_lag_seconds"] = round(max(peak / r + max(0.0, used - cap) / r
+                                                   for used, cap, peak, r in per_lane), 1)
+            for name, (used, cap, _, _) in zip(busy, per_lane):
+                if used > cap:
+                    who = "" if name in ("--rate", "measured") else f" ({name})"
+                    warnings.append(f"{entry['hour']}: {round(used):,} messages against {round(cap):,}/h{who} "
+                                    f"— over by {round(used - cap):,} ({100 * (used / cap - 1):.0f}%)")
         hours.append(entry)
     peak = max(hours, key=lambda e: e["messages"])
+    capacity_rate = sum(r for _, r in lanes.values()) if lanes else None
     result = {
-        "date": day.isoformat(), "tz": tz, "rate_per_second": capacity_rate,
-        "rate_source": "--rate" if rate else ("measured from recent runs" if measured else None),
+        "date": day.isoformat(), "tz": tz, "rate_per_second": capacity_rate, "rate_source": source,
+        "providers": [{"provider": name, "channels": list(channels), "rate_per_second": r,
+                       "capacity_per_hour": round(r * 3600)} for name, (channels, r) in lanes.items()],
         "measured_rate_per_second": round(measured, 1) if measured else None,
-        "capacity_per_hour": round(capacity_hour) if capacity_hour else None,
+        "capacity_per_hour": round(capacity_rate * 3600) if capacity_rate else None,
         "hours": hours, "peak_hour": peak["hour"], "peak_messages": peak["messages"],
         "peak_headroom_percent": peak["headroom_percent"], "peak_margin_percent": peak["margin_percent"],
-        "total_messages": round(sum(load)),
+        "total_messages": round(total) if simulate else sum(e["messages"] for e in hours),
         "warnings": warnings,
         "seed": {"capacity_per_hour": SEED_CAPACITY_PER_HOUR, "precision_seconds": 60,
                  "peak_headroom_percent": round(100 * (SEED_CAPACITY_PER_HOUR - peak["messages"]) / SEED_CAPACITY_PER_HOUR, 1),
@@ -400,7 +434,22 @@ def plan(db: sqlite_utils.Database, *, now: float, date: str | None = None, tz: 
     if simulate:
         result["simulated"] = {"users": users, "leads_per_user": leads, "total": total,
                                "distribution": distribution or SEED_DISTRIBUTION}
-    if not capacity_rate:
-        result["warnings"].append("no measured capacity yet (no dispatch run sent 100+ messages): pass --rate")
+    if not lanes:
+        result["warnings"].append("capacity unknown: no configured provider and no dispatch run sent 100+ messages; "
+                                  "pass --rate")
+    elif measured and capacity_rate and measured < 0.8 * capacity_rate and source != "--rate":
+        result["warnings"].append(f"recent runs sent {measured:,.1f}/s, below the configured {capacity_rate:g}/s: "
+                                  "the plan assumes the configured rate is reached")
     return result
+
+
+def _simulated(text: str) -> tuple[int, int]:
+    try:
+        users, leads = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise UsageError(f"invalid --simulate {text!r}: write USERS:LEADS, e.g. 10000:100") from None
+    if not (1 <= users <= MAX_SIMULATED_USERS and 1 <= leads <= MAX_SIMULATED_LEADS):
+        raise UsageError(f"invalid --simulate {text!r}: USERS from 1 to {MAX_SIMULATED_USERS:,}, "
+                         f"LEADS per user from 1 to {MAX_SIMULATED_LEADS:,}")
+    return users, leads
 

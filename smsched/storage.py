@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
-from smsched.errors import DatabaseError, NotSmschedDatabase
+from smsched.errors import DatabaseError, NotSmschedDatabase, SmschedError
 
 # "SMSC": marks a file as ours, so we never migrate somebody else's database.
 APPLICATION_ID = 0x534D5343
@@ -219,6 +219,8 @@ def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = No
     """
     path = Path(path)
     header = _header(path)
+    if readonly and header is not None and header["user_version"] < SCHEMA_VERSION and _writable(path):
+        readonly = False  # an older schema is upgraded first, by whichever command opens it
     if header is None:
         if readonly:
             raise DatabaseError(f"{path}: no such database (it is not created by a command that only reads); "
@@ -255,7 +257,7 @@ def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = No
     except sqlite3.DatabaseError as exc:
         conn.close()
         if header is None:
-            _unlink_if_empty(path)  # a failed creation (full disk) leaves no 0-byte file behind
+            _undo_failed_creation(path, exc)
         raise _environment_error(path, exc) from None
 
 
@@ -265,7 +267,7 @@ def _header(path: Path) -> dict | None:
     In WAL mode the header is updated at checkpoints only: its user_version may lag behind (never
     ahead), and a database being created may still show application_id 0."""
     if path.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file; pass --db FILE")
+        raise NotSmschedDatabase(f"{path} is a directory, not a database file; pass --db FILE")
     try:
         with open(path, "rb") as f:
             data = f.read(100)
@@ -324,7 +326,9 @@ def _why_read_only(path: Path) -> str:
 
 def _open(path: Path, header: dict | None, readonly: bool) -> sqlite3.Connection:
     try:
-        if not readonly:
+        if not readonly or _writable(path):
+            # A command that only reads still opens a writable file read-write: SQLite then
+            # cleans up its -wal/-shm files on close instead of leaving them behind.
             # The busy timeout: long enough for dozens of CLI writers queued behind a dispatch.
             return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         uri = f"{path.absolute().as_uri()}?mode=ro"
@@ -358,19 +362,32 @@ def _disk_full(path: Path) -> bool:
         return False
 
 
-def _unlink_if_empty(path: Path) -> None:
+def _undo_failed_creation(path: Path, exc: sqlite3.Error) -> None:
+    """A creation that failed for want of space leaves no half-made file behind (the next command
+    would call it damaged). Only then, and only if the file is not a finished smsched database:
+    another process may be creating the same file successfully."""
+    full = "full" in str(exc) or _disk_full(path)
+    try:
+        header = _header(path)
+    except SmschedError:
+        return
+    finished = header is not None and header["app_id"] == APPLICATION_ID and header["user_version"] > 0
+    if finished or not (full or header is None):
+        return
     for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
         try:
-            if leftover.exists() and (leftover == path and leftover.stat().st_size == 0 or leftover != path):
+            if leftover.exists() and (full or leftover.stat().st_size == 0):
                 leftover.unlink()
         except OSError:
             pass
 
 
 def _identity_by_sql(conn: sqlite3.Connection, path: Path) -> dict:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One statement, one snapshot: read separately, a creation committed in between would show
+    # tables without our application id.
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_master)").fetchone()
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
         raise NotSmschedDatabase(f"{path} is an SQLite database but not an smsched one; pass --db with another file")
     identity = {"app_id": app_id, "user_version": version}

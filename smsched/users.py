@@ -8,6 +8,7 @@ import sqlite_utils
 
 from smsched import clock, phones
 from smsched.errors import NotFound, UsageError
+from smsched.names import check_name, check_sender
 from smsched.quiet_hours import parse_window
 from smsched.storage import now_s
 
@@ -27,13 +28,12 @@ def add(
     quiet_hours: str = DEFAULT_QUIET_HOURS,
     now: float | None = None,
 ) -> dict:
-    name = (name or "").strip()
-    if not name:
-        raise UsageError("a user needs a name")
+    name = check_name(name, "a user's name")
     if name.isdigit():
         raise UsageError(f"user name {name!r} is all digits, which reads as an id; choose another")
     clock.zone(tz)
     region = phones.check_region(region)
+    sender = check_sender(sender, region)
     parse_window(quiet_hours)
     try:
         cursor = db.conn.execute(
@@ -70,15 +70,15 @@ def import_csv(db: sqlite_utils.Database, path: str, *, now: float | None = None
                 continue
             values = {k: (record[i].strip() if i < len(record) else "") for i, k in enumerate(keys) if k}
             try:
-                name = values.get("name", "")
-                if not name or name.isdigit():
-                    raise UsageError(f"invalid user name {name!r}")
+                name = check_name(values.get("name", ""), "a user's name")
+                if name.isdigit():
+                    raise UsageError(f"invalid user name {name!r}: all digits reads as an id")
                 tz = values.get("tz") or DEFAULT_TZ
                 clock.zone(tz)
                 region = phones.check_region(values.get("region") or DEFAULT_REGION)
                 window = values.get("quiet_hours") or DEFAULT_QUIET_HOURS
                 parse_window(window)
-                rows.append((name, tz, region, values.get("sender") or None, window))
+                rows.append((name, tz, region, check_sender(values.get("sender") or None, region), window))
             except UsageError as exc:
                 bad.append(f"{source.name}: line {line}: {exc}")
     finally:
@@ -101,7 +101,7 @@ def get(db: sqlite_utils.Database, ref: str | int) -> dict:
     """A user by id or by unique name."""
     ref = str(ref).strip()
     row = None
-    if ref.isdigit():
+    if ref.isdigit() and int(ref) < 2**63:
         row = db.conn.execute(f"SELECT {COLUMNS} FROM users WHERE id = ?", (int(ref),)).fetchone()
     if row is None:
         row = db.conn.execute(f"SELECT {COLUMNS} FROM users WHERE name = ?", (ref,)).fetchone()

@@ -17,7 +17,6 @@ from smsched.sandbox import SandboxServer
 
 # A fixed instant for everything scheduled in tests: Wednesday 2026-11-25 12:00 UTC (09:00 in Sao Paulo).
 NOW = 1795608000
-SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
 ENV_VARS = ("SMSCHED_DB", "SMSCHED_CONFIG", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM",
             "TWILIO_MESSAGING_SERVICE_SID", "WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID",
             "SMSCHED_WEBHOOK_URL", "SMSCHED_WEBHOOK_SECRET", "WHATSAPP_APP_SECRET", "SMSCHED_RECEIPTS_VERIFY_TOKEN",

@@ -1,6 +1,7 @@
 """Dispatch in-process against the sandbox over real HTTP: selection, outcomes, output."""
 
 import fcntl
+import re
 import os
 
 import pytest
@@ -241,10 +242,12 @@ def test_orphans_of_a_dead_run_are_recovered_when_alone(sending_cli, sandbox, on
 
 def test_plain_output_for_cron(sending_cli, sandbox, one_campaign):
     result = sending_cli("dispatch", "--now", DUE, "--time-budget", "0")
+    # Each line: an ISO-8601 UTC timestamp, the run id, one whole event.
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run=1 "
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("batch 1: claimed 5 | so far sent 0")
-    assert result.stdout.startswith("dispatch finished: sent 5, retried 0, failed 0, unknown 0")
-    assert "\x1b[" not in result.output
+    assert re.match(stamp + "batch 1: claimed 5 [|] so far sent 0", lines[0]), lines
+    assert re.match(stamp + "dispatch finished: sent 5, retried 0, failed 0, unknown 0", result.stdout)
+    assert len(result.stdout.splitlines()) == 1 and "\x1b[" not in result.output
 
 
 def test_unconfigured_channel_is_reported(cli, db_path, tmp_path, sandbox):

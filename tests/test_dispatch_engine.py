@@ -3,6 +3,7 @@ throttling as flow control, a breaker that recovers, runs that always end, and o
 refused before anything changes."""
 
 import hashlib
+import re
 import json
 import threading
 
@@ -109,7 +110,9 @@ def test_bad_options_are_refused_before_anything_changes(sending_cli, db_path, t
     seed_users(db_path, tmp_path, [3], at=AT, now=NOW)
     before = hashlib.sha256(db_path.read_bytes()).hexdigest()
     result = sending_cli("dispatch", "--now", DUE, *args, code=2)
-    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.splitlines()) == 1
+    # A log line: timestamp, run id (none yet: nothing ran), the error.
+    assert re.match(r"\S+Z run=- error: ", result.stderr) and f"error: {message}" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
     assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
     assert rows(db_path, "SELECT count(*) FROM runs") == [(0,)]
 
@@ -120,5 +123,5 @@ def test_a_base_url_that_is_not_http_is_a_configuration_error(db_path, tmp_path,
     config_file.write_text(text.replace(f'base_url = "{base}"', 'base_url = "ftp://files.example.com/sms"', 1))
     seed_users(db_path, tmp_path, [3], at=AT, now=NOW)
     result = Cli(db_path, config_file)("dispatch", "--now", DUE, "--time-budget", "0", code=2)
-    assert "[providers.twilio] base_url = 'ftp://files.example.com/sms' is not an http(s)://host[:port][/path] address" in result.stderr
+    assert "[providers.twilio] base_url must be an http(s)://host[:port][/path] address" in result.stderr
     assert states(db_path) == {"scheduled": 3} and rows(db_path, "SELECT count(*) FROM runs") == [(0,)]

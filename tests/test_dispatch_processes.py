@@ -78,13 +78,15 @@ def test_sigterm_finishes_in_flight_records_everything_and_exits(db_path, tmp_pa
     seed_users(db_path, tmp_path, [3000], at=AT, now=NOW)
     sandbox.configure(latency_ms=100)
     proc = start_dispatch(db_path, config_file)
-    time.sleep(2.0)
-    stopped = time.monotonic()
+    time.sleep(2.0)  # real clock: a real process, mid-run
+    stopped = time.monotonic()  # real clock: how long the real process takes to stop
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
-    took = time.monotonic() - stopped
+    took = time.monotonic() - stopped  # real clock
     assert proc.returncode == 143, err.decode()
-    assert took < 5, f"took {took:.1f}s to stop"
+    # Behaviour, not speed: it finishes what is in flight (100 ms requests) and stops; minutes
+    # would mean it kept sending.
+    assert took < 10, f"took {took:.1f}s to stop"
     summary = json.loads(out)
     assert summary["status"] == "interrupted"
     final = states(db_path)
@@ -103,7 +105,7 @@ def test_faults_end_in_the_states_the_outcome_table_says(db_path, tmp_path, sand
     proc = start_dispatch(db_path, config_file)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
-    time.sleep(1.6)  # let the hung requests finish on the sandbox side
+    time.sleep(1.6)  # real clock: let the hung requests finish on the sandbox side
     final = dict(rows(db_path, "SELECT phone, state FROM messages"))
     requests_by_phone = {}
     for entry in sandbox.state.messages:
@@ -138,7 +140,7 @@ def test_connection_refused_leaves_messages_for_a_retry(db_path, tmp_path, confi
 
 
 @pytest.mark.slow
-def test_fifty_cli_writers_succeed_while_dispatch_runs(db_path, tmp_path, sandbox, config_file):
+def test_seventy_five_cli_writers_succeed_while_dispatch_runs(db_path, tmp_path, sandbox, config_file):
     seed_users(db_path, tmp_path, [2000], at=AT, now=NOW)
     sandbox.configure(latency_ms=20)
     dispatcher = start_dispatch(db_path, config_file)
@@ -151,13 +153,20 @@ def test_fifty_cli_writers_succeed_while_dispatch_runs(db_path, tmp_path, sandbo
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for proc in writers:
         proc.communicate(timeout=240)
+    # Then a lead import for each, and a campaign for each user whose leads are in (a campaign
+    # with nobody to send to is refused).
     for i in range(25):
-        cmd = (["leads", "import", f"w{i}", str(csv_path)] if i % 2 else
-               ["campaigns", "create", f"w{i - 1 if i else 0}", "--message", "oi", "--at", "+1d"])
-        writers.append(subprocess.Popen([sys.executable, "-m", "smsched", *cmd], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        writers.append(subprocess.Popen([sys.executable, "-m", "smsched", "leads", "import", f"w{i}", str(csv_path)],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     failures = []
-    for proc in writers:
+    for proc in writers[25:]:
+        out, err = proc.communicate(timeout=240)
+        if proc.returncode != 0:
+            failures.append(err.decode())
+    for i in range(25):
+        writers.append(subprocess.Popen([sys.executable, "-m", "smsched", "campaigns", "create", f"w{i}", "--message", "oi",
+                                         "--at", "+1d"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for proc in writers[50:]:
         out, err = proc.communicate(timeout=240)
         if proc.returncode != 0:
             failures.append(err.decode())
@@ -167,12 +176,14 @@ def test_fifty_cli_writers_succeed_while_dispatch_runs(db_path, tmp_path, sandbo
     assert json.loads(out)["sent"] == 2000
     db = storage.connect(db_path)
     assert db.conn.execute("SELECT count(*) FROM users WHERE name LIKE 'w%'").fetchone()[0] == 25
+    assert db.conn.execute("SELECT count(*) FROM campaigns c JOIN users u ON u.id = c.user_id"
+                           " WHERE u.name LIKE 'w%'").fetchone()[0] == 25
 
 
 @pytest.mark.slow
 def test_look_ahead_sends_each_message_at_its_second(db_path, tmp_path, sandbox, config_file):
     """300 messages spread over 8 real seconds: a run started before them sends each on time."""
-    now = time.time()
+    now = time.time()  # real clock: this test is about sending at real seconds
     start = int(now) + 2
     db = storage.connect(db_path)
     from smsched import campaigns, users

@@ -179,15 +179,63 @@ def test_config_show_never_prints_a_secret(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[channels]\nsms = 'zenvia'\n", "[channels] sms = 'zenvia': unknown provider; use one of twilio, whatsapp, webhook"),
-    ("[providers.twilio]\nrate = -1\n", "[providers.twilio] rate must be a positive number, not -1"),
+    ("[channels]\nsms = 'zenvia'\n", "[channels] sms must name a provider: twilio, whatsapp, webhook"),
+    ("[channels]\nsms = 'whatsapp'\n", '[channels] sms = "whatsapp": whatsapp cannot carry sms; use one of twilio, webhook'),
+    ("[providers.twilio]\nrate = -1\n", "[providers.twilio] rate must be a finite number above 0"),
+    ("[providers.twilio]\nrate = inf\n", "[providers.twilio] rate must be a finite number above 0"),
     ("[dispatch\n", "fix the TOML syntax"),
+    ('[dispatch]\nworkers = "many"\n', "[dispatch] workers must be a whole number from 1 to 1,024 (it is a string)"),
+    ("[dispatch]\nworkerz = 3\n", "[dispatch]: unknown key 'workerz'; did you mean workers?"),
+    ("[dispatch]\npin_cpu = 'yes'\n", "[dispatch] pin_cpu must be true or false (it is a string)"),
+    ("[dispatch]\nlease = 'soon'\n", '[dispatch] lease must be a duration such as "30s", "5m" or "1h"'),
+    ('channels = "twilio"\n', "channels must be a table"),
+    ("providers = [1, 2]\n", "providers must be a table"),
+    ("dispatch = 5\n", "dispatch must be a table"),
+    ("[dispatc]\n", "unknown section 'dispatc'; did you mean dispatch?"),
+    ("[providers.twillio]\n", "unknown provider 'twillio'; did you mean twilio?"),
+    ("[receipts]\nport = 70000\n", "[receipts] port must be a whole number from 0 to 65,535"),
 ])
 def test_bad_configuration_is_a_clear_error(tmp_path, text, message):
     path = tmp_path / "smsched.toml"
     path.write_text(text)
+    for command in ("show", "check"):
+        result = CliRunner().invoke(app, ["config", command, "--config", str(path)])
+        assert result.exit_code == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_secret_in_the_wrong_key_is_never_echoed(tmp_path):
+    path = tmp_path / "smsched.toml"
+    for text in ('[dispatch]\nlease = "AC-very-secret-1234"\n', '[providers.twilio]\nauth_tokn = "AC-very-secret-1234"\n',
+                 '[dispatch]\nworkers = "AC-very-secret-1234"\n', '[providers.webhook]\nurl = "AC-very-secret-1234"\n'):
+        path.write_text(text)
+        result = CliRunner().invoke(app, ["config", "show", "--config", str(path)])
+        assert result.exit_code == 2 and "very-secret" not in result.output
+
+
+def test_a_binary_file_is_not_a_configuration(tmp_path):
+    path = tmp_path / "smsched.toml"
+    path.write_bytes(bytes(range(256)) * 4)
     result = CliRunner().invoke(app, ["config", "show", "--config", str(path)])
-    assert result.exit_code == 2 and message in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {path}: not a TOML file (not UTF-8 text); give smsched.toml to --config"
+
+
+def test_config_show_is_toml_that_reads_back_with_url_credentials_masked(tmp_path):
+    import tomllib
+
+    path = tmp_path / "smsched.toml"
+    path.write_text('[dispatch]\npin_cpu = false\nworkers = 7\n[providers.webhook]\n'
+                    'url = "http://ops:SECRET1@127.0.0.1:9/hook?token=SECRET2"\n')
+    result = CliRunner().invoke(app, ["config", "show", "--config", str(path)])
+    assert result.exit_code == 0 and "SECRET" not in result.output
+    shown = tmp_path / "shown.toml"
+    shown.write_text(result.stdout)
+    data = tomllib.loads(result.stdout)
+    assert data["dispatch"]["pin_cpu"] is False and data["dispatch"]["workers"] == 7
+    assert data["providers"]["webhook"]["url"] == "http://********@127.0.0.1:9/hook?token=********"
+    again = CliRunner().invoke(app, ["config", "show", "--config", str(shown)])
+    assert again.exit_code == 0 and again.stdout.splitlines()[1:] == result.stdout.splitlines()[1:]
 
 
 def test_config_check_verifies_credentials_without_sending(sandbox, tmp_path):
@@ -217,8 +265,12 @@ def test_sandbox_serve_and_messages_over_the_cli(tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait_for_port(port)
         assert send(providers_for(url)["twilio"]).kind == ACCEPTED
-        time.sleep(0.3)  # the writer commits every 100 ms
-        result = CliRunner().invoke(app, ["sandbox", "messages", "--db", str(store), "--json"])
+        deadline = time.monotonic() + 10  # real clock: the sandbox's writer thread commits every 100 ms
+        while True:
+            result = CliRunner().invoke(app, ["sandbox", "messages", "--db", str(store), "--json"])
+            if (result.exit_code == 0 and json.loads(result.stdout)) or time.monotonic() > deadline:  # real clock
+                break
+            time.sleep(0.05)  # real clock: polling another process, bounded above
         assert result.exit_code == 0, result.output
         assert [(m["api"], m["to"], m["status"]) for m in json.loads(result.stdout)] == [("twilio", TO, "accepted")]
     finally:

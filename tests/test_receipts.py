@@ -201,7 +201,7 @@ def test_the_sandbox_sends_signed_receipts_end_to_end(db_path, tmp_path, sandbox
         summary = Cli(db_path, path).json("dispatch", "--now", "2026-11-25T13:00:00Z", "--time-budget", "0")
         assert summary["sent"] == 50
         deadline = time.monotonic() + 20  # real clock: the receipts come from the sandbox's thread
-        while time.monotonic() < deadline and rows(db_path, "SELECT count(*) FROM messages WHERE delivery = 'delivered'")[0][0] < 50:
+        while time.monotonic() < deadline and rows(db_path, "SELECT count(*) FROM messages WHERE delivery = 'delivered'")[0][0] < 50:  # real clock
             time.sleep(0.05)  # real clock: waiting for another thread, bounded above
     assert rows(db_path, "SELECT delivery, count(*) FROM messages GROUP BY delivery") == [("delivered", 50)]
     stats = Cli(db_path, path).json("stats", "--now", "2026-11-25T13:01:00Z")

@@ -55,11 +55,12 @@ def test_same_recipient_and_body_are_matched_by_count_never_twice(sending_cli, s
     seed_users(db_path, tmp_path, [1], at=AT, now=NOW)
     db = storage.connect(db_path)
     campaign = db.conn.execute("SELECT campaign_id, user_id, lead_id, phone, body, tz FROM messages").fetchone()
+    # real clock: sending_at is the machine's time of the request, compared with the provider's own clock
     for _ in range(3):
         db.conn.execute(
             "INSERT INTO messages (campaign_id, user_id, lead_id, phone, channel, body, tz, priority, seq, occurrence,"
             " scheduled_at, expires_at, state, provider, sending_at) VALUES (?, ?, ?, ?, 'sms', ?, ?, 1, 0, 0, ?, ?, 'unknown',"
-            " 'twilio', ?)", (*campaign, 1795611600, 1795611600 + 21600, time.time() - 30))
+            " 'twilio', ?)", (*campaign, 1795611600, 1795611600 + 21600, time.time() - 30))  # real clock
     sending_cli.json("dispatch", "--now", DUE, "--time-budget", "0")  # the original: sent, SM1 is ours
     # The provider also got one more copy (a request whose answer we never saw).
     requests.post(f"{sandbox.url}/2010-04-01/Accounts/AC{'0' * 32}/Messages.json", auth=(f"AC{'0' * 32}", "x"),
@@ -99,8 +100,9 @@ def test_dispatch_reconciles_unknown_messages_whose_requests_have_finished(sendi
     db = storage.connect(db_path)
     # Two of them: 'unknown' two minutes ago (older than the read timeout plus a margin); the
     # provider has them. A third, recent one is left for later.
-    db.conn.execute("UPDATE messages SET state = 'unknown', provider_id = NULL, sending_at = ? WHERE id IN (1, 2)", (time.time() - 120,))
-    db.conn.execute("UPDATE messages SET state = 'unknown', provider_id = NULL, sending_at = ? WHERE id = 3", (time.time(),))
+    # real clock: sending_at is the machine's time of the request, compared with the provider's own clock
+    db.conn.execute("UPDATE messages SET state = 'unknown', provider_id = NULL, sending_at = ? WHERE id IN (1, 2)", (time.time() - 120,))  # real clock
+    db.conn.execute("UPDATE messages SET state = 'unknown', provider_id = NULL, sending_at = ? WHERE id = 3", (time.time(),))  # real clock
     summary = sending_cli.json("dispatch", "--now", DUE, "--time-budget", "0")
     assert summary["reconciled"]["checked"] == 2 and summary["reconciled"]["sent"] == 2
     assert states(db_path) == {"sent": 2, "unknown": 1}

@@ -140,9 +140,35 @@ def test_plan_reproduces_the_seeds_arithmetic(seeded):
     assert data["total_messages"] == 1_000_000
     assert data["capacity_per_hour"] == 150_000 and data["peak_margin_percent"] == 50.0
     assert data["seed"]["peak_margin_percent"] == 50.0 and data["warnings"] == []
-    # Without --rate, the capacity is measured from recent runs that sent 100+ messages.
-    measured = seeded.json("plan", "--simulate", "10000:100", "--now", NOW_ARG)
-    assert measured["measured_rate_per_second"] == 2.0 and measured["rate_source"] == "measured from recent runs"
+
+
+def test_plan_uses_the_configured_provider_rates(seeded, tmp_path):
+    config = tmp_path / "smsched.toml"
+    config.write_text("[providers.twilio]\nrate = 50\n[providers.whatsapp]\nrate = 20\n")
+    data = seeded.json("plan", "--simulate", "10000:100", "--now", NOW_ARG, "--config", config)
+    hours = {h["hour"]: h for h in data["hours"]}
+    # The simulated day is SMS: Twilio's 50/s carries it (180,000/h); 100,000 at 08:00 fit.
+    assert hours["08:00"]["capacity"] == 180_000 and hours["08:00"]["fits"] is True
+    assert data["rate_source"] == "the configured rates (twilio 50/s for sms; whatsapp 20/s for whatsapp)"
+    assert [(p["provider"], p["capacity_per_hour"]) for p in data["providers"]] == [("twilio", 180_000), ("whatsapp", 72_000)]
+    # Recent runs measured 2/s: said, not assumed.
+    assert data["measured_rate_per_second"] == 2.0
+    assert any(w.startswith("recent runs sent 2.0/s, below the configured 70/s") for w in data["warnings"])
+    text = seeded("plan", "--simulate", "10000:100", "--now", NOW_ARG, "--config", config).stdout
+    assert "capacity 252,000/h from the configured rates" in text and "seed" not in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--simulate", "-1:-1"], "invalid --simulate '-1:-1': USERS from 1 to 10,000,000"),
+    (["--simulate", "1:0"], "invalid --simulate '1:0'"),
+    (["--distribution", "08-12:100"], "--distribution shapes a --simulate day"),
+    (["--rate", "1e309"], "--rate': inf is not a finite number"),
+    (["--rate", "-5"], "-5: give a number above 0"),
+    (["--tz", "/etc/passwd"], "unknown time zone '/etc/passwd'"),
+])
+def test_plan_refuses_nonsense(seeded, args, message):
+    result = seeded("plan", *args, "--now", NOW_ARG, code=2)
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_plan_from_data_warns_for_hours_that_do_not_fit(seeded):

@@ -1,3 +1,5 @@
+import gc
+import os
 import sqlite3
 import subprocess
 import sys
@@ -6,6 +8,7 @@ import pytest
 
 from smsched import storage
 from smsched.errors import DatabaseError, NotSmschedDatabase
+from tests.conftest import NOW, Cli
 
 
 def test_first_use_creates_a_migrated_wal_database(db_path):
@@ -79,3 +82,72 @@ def test_fifty_concurrent_cli_writers_all_succeed(db_path):
     assert failures == []
     db = storage.connect(db_path)
     assert db.conn.execute("SELECT count(*) FROM users").fetchone()[0] == 50
+
+
+# ---- the environment's faults, named (exit 1) ----------------------------------------------
+
+def _can_mount() -> str | None:
+    """Why a tmpfs cannot be mounted here, or None: read-only and full file systems are real ones."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return "needs root and mount(8) to make a real read-only / full file system"
+    probe = tempfile.mkdtemp()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], capture_output=True)
+        if done.returncode != 0:
+            return f"cannot mount a tmpfs here ({done.stderr.decode().strip()})"
+        subprocess.run(["umount", probe], check=True)
+        return None
+    finally:
+        os.rmdir(probe)
+
+
+NO_MOUNT = _can_mount()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    import subprocess
+
+    if NO_MOUNT:
+        pytest.skip(f"SKIPPED LOUDLY: {NO_MOUNT}")
+    where = tmp_path / "fs"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], check=True)
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    result = Cli(tmp_path / "nowhere" / "s.db")("users", "add", "u", code=1)
+    assert result.stderr.strip() == (f"error: cannot create {tmp_path / 'nowhere' / 's.db'}: the directory "
+                                     f"{tmp_path / 'nowhere'} does not exist; create it, or fix --db")
+
+
+def test_a_read_only_file_system_is_named_and_reading_still_works(small_fs, tmp_path):
+    import subprocess
+
+    db = small_fs / "s.db"
+    Cli(db)("users", "add", "u")
+    gc.collect()  # close what the in-process command left open, as a process's end would
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    before = db.read_bytes()
+    refused = Cli(db)("users", "add", "v", code=1)
+    assert "is read-only (its file system is mounted read-only)" in refused.stderr
+    assert "not an smsched database" not in refused.stderr
+    assert [u["name"] for u in Cli(db).json("users", "list")] == ["u"]
+    Cli(db)("stats", "--now", f"@{NOW}")
+    assert Cli(db)("check", "--now", f"@{NOW}", code=1).stdout.startswith("SMSCHED WARNING - dispatch has never run")
+    assert db.read_bytes() == before
+
+
+def test_a_full_disk_is_named_and_leaves_no_half_made_database(small_fs):
+    filler = small_fs / "filler"
+    filler.write_bytes(b"\0" * (2048 - 24) * 1024)  # leave too little for a new database
+    db = small_fs / "s.db"
+    result = Cli(db)("users", "add", "u", code=1)
+    assert "the disk is full" in result.stderr and "not an smsched database" not in result.stderr
+    assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]

@@ -99,8 +99,11 @@ class Provider(abc.ABC):
     channels: tuple[str, ...] = ()
     # Documented defaults, overridable per provider in smsched.toml.
     default_rate = 10.0
-    # Settings that are URLs (checked when the configuration is loaded).
+    # The settings a [providers.NAME] table may hold, by kind (checked when the configuration is
+    # loaded; every provider also takes rate, burst and sender_rate). Secrets are never shown.
     url_settings: tuple[str, ...] = ("base_url",)
+    text_settings: tuple[str, ...] = ()
+    secret_settings: tuple[str, ...] = ()
     # Does a request carry the lead's fields (so the engine must read them)?
     needs_lead_fields = False
     # Can we ask the provider which messages it has (reconciliation)? See list_request().

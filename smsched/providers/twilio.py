@@ -50,6 +50,9 @@ class Twilio(Provider):
     name = "twilio"
     channels = ("sms", "whatsapp")
     default_rate = 10.0
+    url_settings = ("base_url", "status_callback")
+    text_settings = ("account_sid", "from", "messaging_service_sid")
+    secret_settings = ("auth_token",)
     can_list = True
     codes = CODES
 

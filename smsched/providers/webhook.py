@@ -26,6 +26,7 @@ class Webhook(Provider):
     channels = ("sms", "whatsapp")
     default_rate = 100.0
     url_settings = ("url",)
+    secret_settings = ("secret",)
     needs_lead_fields = True  # the body carries the lead's fields
     cannot_list = "a generic webhook offers no way to ask whether it has a message"
 

@@ -36,6 +36,8 @@ class WhatsApp(Provider):
     name = "whatsapp"
     channels = ("whatsapp",)
     default_rate = 80.0
+    text_settings = ("phone_number_id", "api_version")
+    secret_settings = ("token", "app_secret")
     codes = CODES
     cannot_list = "the WhatsApp Cloud API offers no way to ask whether it has a message"
 
