@@ -74,11 +74,11 @@ class _Prepared:
 
 
 def _prepare(db, user: dict, spec: CampaignSpec, now: float) -> _Prepared:
-    channel = (spec.channel or "sms").lower()
+    channel = (spec.channel if spec.channel is not None else "sms").strip().lower()
     if channel not in CHANNELS:
         raise UsageError(f"unknown channel {spec.channel!r}: use sms or whatsapp")
     spec.channel = channel
-    priority = PRIORITIES.get((spec.priority or "normal").lower())
+    priority = PRIORITIES.get((spec.priority if spec.priority is not None else "normal").strip().lower())
     if priority is None:
         raise UsageError(f"unknown priority {spec.priority!r}: use urgent, normal or low")
     if spec.template and channel != "whatsapp":

@@ -48,6 +48,7 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 _ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
+MAX_DETAILS = 10  # lines shown before an error (bad rows of a file): enough to fix the first ones
 CRON_COMMANDS = ("dispatch", "reconcile")  # their lines are log lines when there is no terminal
 _ROOT_OPTIONS_WITH_VALUES = ("--db", "--now")
 
@@ -95,8 +96,10 @@ class _Group(TyperGroup):
         except SmschedError as exc:
             if _state["traceback"]:
                 raise
-            for line in exc.details:
+            for line in exc.details[:MAX_DETAILS]:
                 output.err.print(line, markup=False)
+            if len(exc.details) > MAX_DETAILS:
+                output.err.print(f"... and {len(exc.details) - MAX_DETAILS} more", markup=False)
             output.err.print(f"error: {exc}", markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
         except sqlite3.OperationalError as exc:
@@ -885,7 +888,11 @@ def sandbox_serve(
     sandbox_db: Annotated[Optional[Path], typer.Option("--db", help="Store received messages in this SQLite file.")] = None,
 ) -> None:
     """Run the local provider in the foreground (Ctrl-C stops it)."""
+    from smsched.config import check_url
     from smsched.sandbox import SandboxServer
+
+    if whatsapp_webhook:
+        check_url(whatsapp_webhook, "--whatsapp-webhook", query=True, hint="give the receiver's URL, e.g. http://127.0.0.1:8788/whatsapp")
 
     server = _listening(lambda: SandboxServer(
         host=host, port=port, db_path=str(sandbox_db) if sandbox_db else None, latency_ms=latency_ms,
@@ -1006,6 +1013,8 @@ def stats(
 
     from smsched.outfiles import check_destination
 
+    if watch and not output.interactive():
+        raise _usage("--watch redraws a terminal; without one use `smsched stats --json`, --prometheus or `smsched check`")
     window = parse_duration(since, what="--since")
     if window <= 0:
         raise _usage(f"--since {since!r}: give a window above 0, e.g. 15m or 1h")

@@ -102,7 +102,7 @@ _URL = re.compile(r"^https?://(?:[^/@\s?#]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:
                   r"(\?[^\s#]*)?$")
 
 
-def check_url(value, key: str, *, query: bool = False) -> str:
+def check_url(value, key: str, *, query: bool = False, hint: str = "fix it in the configuration") -> str:
     """A provider address must be http(s)://host[:port][/path] (a webhook may add ?query);
     anything else is a configuration error."""
     text = value if isinstance(value, str) else ""
@@ -111,7 +111,7 @@ def check_url(value, key: str, *, query: bool = False) -> str:
         match = None
     if not match or (match.group(2) and not 0 < int(match.group(2)[1:]) < 65536):
         shown = mask_url(text) if text else repr(value)
-        raise ConfigError(f"{key} = {shown!r} is not an http(s)://host[:port][/path] address; fix it in the configuration")
+        raise ConfigError(f"{key} = {shown!r} is not an http(s)://host[:port][/path] address; {hint}")
     return text
 
 

@@ -172,6 +172,11 @@ CASES = [
     (("--db", "", "users", "list"), 2, "--db is empty"),
     (("--now", "garbage", "stats"), 2, "--now"),
     (("--now", "@1e400", "stats"), 2, "--now"),
+    (("stats", "--watch"), 2, "--watch redraws a terminal"),
+    (("sandbox", "serve", "--callbacks", "--whatsapp-webhook", "notaurl", "--port", "0"), 2, "--whatsapp-webhook"),
+    (("campaigns", "create", "u", "--message", "x", "--at", "+1h", "--priority", ""), 2, "unknown priority"),
+    (("campaigns", "create", "u", "--message", "x", "--at", "+1h", "--channel", ""), 2, "unknown channel"),
+    (("leads", "import", "u", "leads.csv", "--delimiter", ""), 2, "unsupported delimiter"),
     (("nosuchcommand",), 2, "No such command"),
     (("campaigns", "list", "--bogus"), 2, "No such option"),
 ]
@@ -191,6 +196,15 @@ def test_bad_input_gets_one_line_its_exit_code_and_changes_nothing(base, args, c
     assert _digest(base / "base.db") == before
     assert _files(base) == files  # the log (-wal) unchanged too, and no stray file
     assert not (base / "nodir").exists()
+
+
+def test_a_file_of_bad_rows_shows_the_first_ones_not_all(base, tmp_path):
+    rows = [["user", "at", "message"]] + [["nobody", "2026-11-26 10:00", "x"]] * 200
+    path = write_csv(tmp_path / "bad.csv", rows)
+    result = _Runner(base / "base.db", base)("campaigns", "import", path, "--now", NOW_ARG)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 12
+    assert lines[10] == "... and 190 more" and lines[11].startswith("error: 200 bad row(s)")
 
 
 def test_a_giant_id_says_which_argument(base):
