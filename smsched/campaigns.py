@@ -23,7 +23,7 @@ from smsched.csvfiles import normalise_key, open_csv
 from smsched.errors import ImportFailed, InvalidState, NotFound, UsageError
 from smsched.names import check_name
 from smsched.states import PENDING, S
-from smsched.storage import now_s, transaction
+from smsched.storage import now_s, savepoint, transaction
 from smsched.templates import ALIASES, Template, compile_template
 from smsched import users as users_lib
 
@@ -352,13 +352,13 @@ def _insert(db, prep: _Prepared, audience: _Audience, now: float) -> dict:
     cursor = db.conn.execute(
         "INSERT INTO campaigns (user_id, name, channel, priority, message, template, lang, params, session,"
         " tz, quiet_hours, rrule, valid_for, gsm7, status, scheduled_at, materialized_until, created_at, updated_at,"
-        " include_landlines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+        " include_landlines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?) RETURNING id",
         (user["id"], spec.name or "", spec.channel, prep.priority, spec.message, spec.template, spec.lang,
          json.dumps(prep.params) if spec.template else None, int(spec.session), prep.tz,
          _window_text(prep.window), prep.rule, prep.valid_for, int(spec.gsm7), first, materialized_until, stamp, stamp,
          int(spec.include_landlines)),
     )
-    campaign_id = cursor.lastrowid
+    campaign_id = cursor.fetchone()[0]
     if not spec.name:
         db.conn.execute("UPDATE campaigns SET name = ? WHERE id = ?", (f"campaign-{campaign_id}", campaign_id))
     rows, result = _render_rows(prep, audience, campaign_id, occurrences, now)
@@ -481,7 +481,7 @@ def import_csv(db: sqlite_utils.Database, path: str, *, skip_bad: bool = False, 
         audience = _Audience(db)
         for line, prep in prepared:
             try:
-                with db.atomic():  # a savepoint: one bad campaign does not undo the others
+                with savepoint(db):  # one bad campaign does not undo the others
                     created.append(_insert(db, prep, audience, now))
             except UsageError as exc:
                 bad.append(f"{source.name}: line {line}: {exc}")
@@ -583,8 +583,9 @@ def _counts(db, campaign_ids: Iterable[int] | None = None) -> dict[int, dict[str
     sql = "SELECT campaign_id, state, count(*) FROM messages"
     params: list = []
     if campaign_ids is not None:
-        sql += " WHERE campaign_id IN (SELECT value FROM json_each(?))"
-        params.append(json.dumps(list(campaign_ids)))
+        in_ids, param = db.dialect.in_list("campaign_id", list(campaign_ids))
+        sql += f" WHERE {in_ids}"
+        params.append(param)
     sql += " GROUP BY campaign_id, state"
     result: dict[int, dict[str, int]] = {}
     for campaign_id, state, count in db.conn.execute(sql, params):

@@ -147,8 +147,9 @@ ConfigOption = Annotated[Optional[Path], typer.Option("--config", envvar="SMSCHE
 # --db is read here and at the root (`smsched --db X cmd` and `smsched cmd --db X`); the
 # environment variable is looked at only when neither is given: a flag always wins.
 DbOption = Annotated[
-    Optional[Path],
-    typer.Option("--db", help="SQLite database file [env SMSCHED_DB; default ./smsched.db]"),
+    Optional[str],
+    typer.Option("--db", metavar="<path|url>",
+                 help="SQLite file, or postgresql://user@host:port/dbname [env SMSCHED_DB; default ./smsched.db]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (smsched campaigns list).", min=1, max=INT64_MAX)]
@@ -179,17 +180,17 @@ def _root(
     _state["now"] = now
 
 
-def db_path(db: Path | None) -> str:
+def db_path(db: str | None) -> str:
     """The database a command uses: its own --db, else the root's --db, else $SMSCHED_DB, else ./smsched.db."""
     import os
 
     chosen = db if db is not None else _state["db"]
-    if chosen is not None and not str(chosen).strip() or str(chosen) == ".":
+    if chosen is not None and not str(chosen).strip():
         raise _usage("--db is empty: give the database file, e.g. --db smsched.db")
     return str(chosen or os.environ.get("SMSCHED_DB") or storage.DEFAULT_DB)
 
 
-def open_db(db: Path | None, **kwargs):
+def open_db(db: str | None, **kwargs):
     return storage.connect(db_path(db), **kwargs)
 
 

@@ -248,7 +248,7 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
     )
     stamp = int(now or now_s())
     conn = db.conn
-    conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+    conn.execute("DROP TABLE IF EXISTS import_stage")
     conn.execute(
         "CREATE TEMP TABLE import_stage (user_id INTEGER NOT NULL, phone TEXT NOT NULL, name TEXT,"
         " fields TEXT NOT NULL, tz TEXT, line_type TEXT, PRIMARY KEY (user_id, phone))"
@@ -282,10 +282,10 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
                     batch.append((user_id, result.phone, name or None, fields_json(record), result.tz, result.line_type))
             if batch:
                 conn.executemany(
-                    "INSERT INTO temp.import_stage (user_id, phone, name, fields, tz, line_type) VALUES (?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO import_stage (user_id, phone, name, fields, tz, line_type) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (user_id, phone) DO UPDATE SET"
-                    " name = coalesce(excluded.name, name),"
-                    " fields = json_patch(fields, excluded.fields)",
+                    " name = coalesce(excluded.name, import_stage.name),"
+                    f" fields = {db.dialect.json_merge('import_stage.fields', 'excluded.fields')}",
                     batch,
                 )
 
@@ -317,35 +317,36 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
             conn.execute("ROLLBACK")
         if rejects_out:
             rejects_out.discard()
-        conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+        conn.execute("DROP TABLE IF EXISTS import_stage")
         raise
     finally:
         normalizer.close()
 
-    distinct = conn.execute("SELECT count(*) FROM temp.import_stage").fetchone()[0]
+    distinct = conn.execute("SELECT count(*) FROM import_stage").fetchone()[0]
     report.duplicates = valid - distinct
-    report.users = conn.execute("SELECT count(DISTINCT user_id) FROM temp.import_stage").fetchone()[0]
-    report.landlines = conn.execute("SELECT count(*) FROM temp.import_stage WHERE line_type = ?",
+    report.users = conn.execute("SELECT count(DISTINCT user_id) FROM import_stage").fetchone()[0]
+    report.landlines = conn.execute("SELECT count(*) FROM import_stage WHERE line_type = ?",
                                     (phones.LANDLINE,)).fetchone()[0]
     try:
+        merged = db.dialect.json_merge("leads.fields", "excluded.fields")
         with transaction(db):
             report.updated = conn.execute(
-                "SELECT count(*) FROM temp.import_stage s JOIN leads l"
+                "SELECT count(*) FROM import_stage s JOIN leads l"
                 " ON l.user_id = s.user_id AND l.phone = s.phone"
             ).fetchone()[0]
             report.imported = distinct - report.updated
             conn.execute(
                 "INSERT INTO leads (user_id, phone, name, fields, tz, line_type, created_at, updated_at)"
-                " SELECT user_id, phone, name, fields, tz, line_type, ?, ? FROM temp.import_stage WHERE true"
+                " SELECT user_id, phone, name, fields, tz, line_type, ?, ? FROM import_stage WHERE true"
                 " ON CONFLICT (user_id, phone) DO UPDATE SET"
                 "  name = coalesce(excluded.name, leads.name),"
-                "  fields = json_patch(leads.fields, excluded.fields),"
+                f"  fields = {merged},"
                 "  tz = excluded.tz,"
                 "  line_type = excluded.line_type,"
                 "  updated_at = excluded.updated_at"
-                " WHERE coalesce(excluded.name, leads.name) IS NOT leads.name"
-                "  OR json_patch(leads.fields, excluded.fields) IS NOT leads.fields"
-                "  OR excluded.tz IS NOT leads.tz OR excluded.line_type IS NOT leads.line_type",
+                " WHERE coalesce(excluded.name, leads.name) IS DISTINCT FROM leads.name"
+                f"  OR {db.dialect.json_differs(merged, 'leads.fields')}"
+                "  OR excluded.tz IS DISTINCT FROM leads.tz OR excluded.line_type IS DISTINCT FROM leads.line_type",
                 (stamp, stamp),
             )
             if rejects_out:  # in place before the commit: if it cannot be, nothing is imported
@@ -355,7 +356,7 @@ def _import(db, source: CsvSource, owners, user_column, phone_column, name_colum
             rejects_out.discard()
         raise
     finally:
-        conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+        conn.execute("DROP TABLE IF EXISTS import_stage")
     return report
 
 

@@ -40,13 +40,11 @@ def add_normalized(db, numbers: list[str], scope: int, reason, source, now) -> d
     """Numbers already in E.164 join the list (scope 0: every user); their waiting messages are suppressed."""
     stamp = int(now or now_s())
     conn = db.conn
-    before = conn.total_changes
-    conn.executemany(
+    added = conn.executemany(  # rows inserted (DB-API: summed over the rows)
         "INSERT INTO optouts (phone, scope, reason, source, created_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (phone, scope) DO NOTHING",
         [(n, scope, reason, source, stamp) for n in dict.fromkeys(numbers)],
-    )
-    added = conn.total_changes - before
+    ).rowcount
     suppressed = queue.suppress_numbers(db, numbers, scope, now=stamp)
     return {"added": added, "already": len(set(numbers)) - added, "suppressed_messages": suppressed}
 
@@ -100,10 +98,8 @@ def remove(db: sqlite_utils.Database, numbers: list[str], *, user: dict | None =
     normalized = [phones.normalize_or_fail(n, region) for n in numbers]
     scope = user["id"] if user else 0
     with transaction(db):
-        return db.conn.execute(
-            "DELETE FROM optouts WHERE scope = ? AND phone IN (SELECT value FROM json_each(?))",
-            (scope, json.dumps(normalized)),
-        ).rowcount
+        in_phones, param = db.dialect.in_list("phone", normalized)
+        return db.conn.execute(f"DELETE FROM optouts WHERE scope = ? AND {in_phones}", (scope, param)).rowcount
 
 
 def list_all(db: sqlite_utils.Database, *, user: dict | None = None) -> list[dict]:

@@ -47,13 +47,14 @@ class QueuedMessage(NamedTuple):
 
 _FIELDS = ("id, campaign_id, user_id, lead_id, phone, channel, body, params, tz, priority, seq,"
            " scheduled_at, expires_at, attempts")
-# A claim's rows come back as one JSON document: one step of the statement instead of one per row
-# (each step lets go of the GIL, and a busy sending thread pool makes taking it back slow).
-_CLAIMED = f"SELECT json_group_array(json_array({_FIELDS})) FROM messages WHERE state = 'claimed' AND lease_until = ? AND claimed_by = ?"
 
 
-def _claimed(db: sqlite_utils.Database, lease_until: float, owner: str, route: Mapping[str, str] | None) -> list[QueuedMessage]:
-    rows = json.loads(db.conn.execute(_CLAIMED, (lease_until, owner)).fetchone()[0])
+def _claim(db, picks: list[tuple[str, list]], order: str, limit: int, *, now: float, owner: str,
+           lease_until: float, route: Mapping[str, str] | None) -> list[QueuedMessage]:
+    """scheduled -> claimed for the first ``limit`` of ``picks`` (candidate queries, each ordered
+    and limited) in ``order``: one statement, the backend's (see SqliteDialect / PgDialect)."""
+    rows = db.dialect.claim(db, picks, order, limit, fields=_FIELDS, now=now, owner=owner, lease_until=lease_until,
+                            claimable=_in(sources(S.CLAIMED, S.SCHEDULED)))
     if route is None:
         return [QueuedMessage(*row) for row in rows]
     return [QueuedMessage(*row, route.get(row[5], "")) for row in rows]
@@ -79,21 +80,14 @@ def claim_due(db: sqlite_utils.Database, *, now: float, limit: int, owner: str, 
     ``lease_until`` (wall clock) must differ from this owner's earlier claims: it names the claim.
     ``route`` maps a channel to the provider that sends it in this run."""
     channel_sql, channel_params = _channel_filter(channels)
-    branches, params = [], []
-    for priority in (0, 1, 2):  # one branch per priority, each a walk of the due index
-        branches.append(
-            "SELECT * FROM (SELECT id, priority, scheduled_at / 60 AS minute, seq FROM messages"
-            " WHERE state = 'scheduled' AND priority = ? AND scheduled_at / 60 <= ? AND scheduled_at <= ?"
-            f"{channel_sql} ORDER BY scheduled_at / 60, seq LIMIT ?)")
-        params += [priority, int(now) // 60, int(now), *channel_params, limit]
-    sql = (
-        f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
-        f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))}"
-        f" AND id IN (SELECT id FROM ({' UNION ALL '.join(branches)}) ORDER BY priority, minute, seq LIMIT ?)"
-    )
-    if not db.conn.execute(sql, [lease_until, owner, now, *params, limit]).rowcount:
-        return []
-    messages = _claimed(db, lease_until, owner, route)
+    picks = [  # one per priority, each a walk of the due index
+        ("SELECT id, priority, scheduled_at / 60 AS minute, seq FROM messages"
+         " WHERE state = 'scheduled' AND priority = ? AND scheduled_at / 60 <= ? AND scheduled_at <= ?"
+         f"{channel_sql} ORDER BY scheduled_at / 60, seq LIMIT ?",
+         [priority, int(now) // 60, int(now), *channel_params, limit])
+        for priority in (0, 1, 2)]
+    messages = _claim(db, picks, "priority, minute, seq", limit, now=now, owner=owner, lease_until=lease_until,
+                      route=route)
     messages.sort(key=lambda m: (m.priority, m.scheduled_at // 60, m.seq, m.id))
     return messages
 
@@ -101,14 +95,11 @@ def claim_due(db: sqlite_utils.Database, *, now: float, limit: int, owner: str, 
 def claim_campaign(db: sqlite_utils.Database, campaign_id: int, *, now: float, limit: int, owner: str,
                    lease_until: float, route: Mapping[str, str] | None = None) -> list[QueuedMessage]:
     """Claim up to ``limit`` due messages of one campaign (the seed's cycle claims this way)."""
-    claimed = db.conn.execute(
-        f"UPDATE messages SET state = '{S.CLAIMED}', lease_until = ?, claimed_by = ?, updated_at = ?"
-        f" WHERE state IN {_in(sources(S.CLAIMED, S.SCHEDULED))} AND id IN (SELECT id FROM messages"
-        " WHERE campaign_id = ? AND state = 'scheduled' AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?)",
-        (lease_until, owner, now, campaign_id, int(now), limit)).rowcount
-    if not claimed:
-        return []
-    return sorted(_claimed(db, lease_until, owner, route), key=lambda m: (m.scheduled_at, m.seq))
+    pick = ("SELECT id, scheduled_at, seq FROM messages WHERE campaign_id = ? AND state = 'scheduled'"
+            " AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?", [campaign_id, int(now), limit])
+    messages = _claim(db, [pick], "scheduled_at, seq", limit, now=now, owner=owner, lease_until=lease_until,
+                      route=route)
+    return sorted(messages, key=lambda m: (m.scheduled_at, m.seq))
 
 
 def renew_leases(db: sqlite_utils.Database, *, owner: str, lease_until: float) -> int:
@@ -133,13 +124,18 @@ _APPLY_SET = (
     " updated_at = ? FROM r WHERE messages.id = r.id AND messages.state = r.source AND messages.claimed_by = ?"
 )
 _ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
+# The first row names the types (PostgreSQL takes a VALUES list's types from them; SQLite only
+# applies the affinity).
+_TYPED_ROW = ("(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
+              " CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
+              " CAST(? AS DOUBLE PRECISION))")
 
 
 def _apply_sql(rows: int) -> str:
     # The moves travel as bound values, every field of a Change in order (hold_until is not
     # stored): nothing to encode, decode or rearrange.
     return ("WITH r(id, source, target, attempted, sent_at, provider, provider_id, error, scheduled_at, lease_until,"
-            f" hold_until) AS (VALUES {','.join([_ROW] * rows)})" + _APPLY_SET)
+            f" hold_until) AS (VALUES {','.join([_TYPED_ROW] + [_ROW] * (rows - 1))})" + _APPLY_SET)
 
 
 def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: float,
@@ -156,27 +152,26 @@ def apply(db: sqlite_utils.Database, changes: list[Change], *, owner: str, now: 
         return 0
     params = list(chain.from_iterable(changes))
     params += (wall if wall is not None else time.time(), now, owner)
-    before = db.conn.total_changes  # (rowcount is not kept for a statement that starts WITH)
-    db.conn.execute(_apply_sql(len(changes)), params)
-    return db.conn.total_changes - before
+    return db.dialect.changes(db.conn, _apply_sql(len(changes)), params)
 
 
 def held(db: sqlite_utils.Database, ids: list[int], *, owner: str, state: MessageState) -> set[int]:
     """Which of these messages this owner holds in ``state`` (after an apply that moved fewer)."""
-    return set(json.loads(db.conn.execute(
-        "SELECT json_group_array(id) FROM messages WHERE id IN (SELECT value FROM json_each(?))"
-        " AND state = ? AND claimed_by = ?", (json.dumps(ids), str(state), owner)).fetchone()[0]))
+    in_ids, param = db.dialect.in_list("id", ids)
+    return {r[0] for r in db.conn.execute(
+        f"SELECT id FROM messages WHERE {in_ids} AND state = ? AND claimed_by = ?", (param, str(state), owner))}
 
 
 def first_look(db: sqlite_utils.Database, *, before: float, run_id: int | None, providers: list[str]) -> dict:
     """What a run must see to before it claims, in one read: orphaned claims (lease ended before
     ``before``), runs still marked running (other than this one), 'unknown' messages of these
     providers."""
+    orphaned, orphan_params = db.dialect.orphaned(before)
     orphans, running, unknown = db.conn.execute(
-        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND lease_until < ?),"
-        " EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND id IS NOT ?),"
+        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state IN {_in((S.CLAIMED, S.SENDING))} AND {orphaned}),"
+        " EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND id IS DISTINCT FROM ?),"
         f" EXISTS (SELECT 1 FROM messages WHERE state = 'unknown' AND provider IN ({','.join('?' * len(providers)) or 'NULL'}))",
-        (before, run_id, *providers)).fetchone()
+        (*orphan_params, run_id, *providers)).fetchone()
     return {"orphans": bool(orphans), "running": bool(running), "unknown": bool(unknown)}
 
 
@@ -184,21 +179,23 @@ def recover(db: sqlite_utils.Database, *, before: float, now: float) -> dict:
     """Put back what dead runs left: claimed -> scheduled (never sent), sending -> unknown (or
     sent, when a delivery receipt already named the provider's id for it).
 
-    ``before`` is a wall-clock instant: claims whose lease ended earlier are orphans.
+    ``before`` is an instant on the lease clock: claims whose lease ended earlier are orphans
+    (and, on a shared database, claims whose dispatcher is gone: see the dialect).
     """
+    orphaned, params = db.dialect.orphaned(before)
     back = db.conn.execute(
         f"UPDATE messages SET state = '{S.SCHEDULED}', lease_until = NULL, claimed_by = NULL, updated_at = ?"
-        f" WHERE state IN {_in(sources(S.SCHEDULED, S.CLAIMED))} AND lease_until < ?", (now, before)).rowcount
+        f" WHERE state IN {_in(sources(S.SCHEDULED, S.CLAIMED))} AND {orphaned}", (now, *params)).rowcount
     confirmed = db.conn.execute(
         f"UPDATE messages SET state = '{S.SENT}', lease_until = NULL, claimed_by = NULL, attempts = attempts + 1,"
         " sent_at = coalesce(sent_at, delivery_at, sending_at), error = NULL, updated_at = ?"
-        f" WHERE state IN {_in(sources(S.SENT, S.SENDING))} AND lease_until < ? AND provider_id IS NOT NULL",
-        (now, before)).rowcount
+        f" WHERE state IN {_in(sources(S.SENT, S.SENDING))} AND {orphaned} AND provider_id IS NOT NULL",
+        (now, *params)).rowcount
     lost = db.conn.execute(
         f"UPDATE messages SET state = '{S.UNKNOWN}', lease_until = NULL, claimed_by = NULL, attempts = attempts + 1,"
         " error = 'interrupted while sending: the provider may have it (smsched reconcile, or smsched retry --unknown to resend)',"
-        f" updated_at = ? WHERE state IN {_in(sources(S.UNKNOWN, S.SENDING))} AND lease_until < ?",
-        (now, before)).rowcount
+        f" updated_at = ? WHERE state IN {_in(sources(S.UNKNOWN, S.SENDING))} AND {orphaned}",
+        (now, *params)).rowcount
     return {"claimed_to_scheduled": back, "sending_to_unknown": lost, "sending_to_sent": confirmed}
 
 
@@ -220,30 +217,28 @@ def unknown_messages(db: sqlite_utils.Database, provider: str, *, sent_before: f
 
 def known_provider_ids(db: sqlite_utils.Database, provider_ids: Iterable[str]) -> set[str]:
     """Which of these provider message ids already belong to one of our messages."""
-    return {r[0] for r in db.conn.execute(
-        "SELECT provider_id FROM messages WHERE provider_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(set(provider_ids))),))}
+    in_ids, param = db.dialect.in_list("provider_id", sorted(set(provider_ids)))
+    return {r[0] for r in db.conn.execute(f"SELECT provider_id FROM messages WHERE {in_ids}", (param,))}
 
 
 def resolve_unknown(db: sqlite_utils.Database, *, found: list[tuple[int, str, float]], absent: list[int],
                     unresolved: list[tuple[int, str]], now: float) -> tuple[int, int]:
     """What reconciliation learnt: found -> 'sent' with the provider's id; provably absent ->
     'scheduled', due now (sent once by the next dispatch); unresolved keep 'unknown' with the reason."""
-    sent = db.conn.execute(
-        f"UPDATE messages SET state = '{S.SENT}', provider_id = json_extract(r.value, '$[1]'),"
-        " sent_at = json_extract(r.value, '$[2]'), error = NULL, updated_at = ?"
-        f" FROM json_each(?) AS r WHERE messages.id = json_extract(r.value, '$[0]') AND messages.state = '{S.UNKNOWN}'",
-        (now, json.dumps(found))).rowcount if found else 0
-    requeued = db.conn.execute(
-        f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, lease_until = NULL, claimed_by = NULL,"
-        " error = 'reconciled: the provider never received it; sent again', updated_at = ?"
-        f" WHERE id IN (SELECT value FROM json_each(?)) AND state = '{S.UNKNOWN}'",
-        (int(now), now, json.dumps(absent))).rowcount if absent else 0
-    if unresolved:
-        db.conn.execute(
-            "UPDATE messages SET error = json_extract(r.value, '$[1]'), updated_at = ? FROM json_each(?) AS r"
-            f" WHERE messages.id = json_extract(r.value, '$[0]') AND messages.state = '{S.UNKNOWN}'",
-            (now, json.dumps(unresolved)))
+    sent = sum(db.conn.execute(
+        f"UPDATE messages SET state = '{S.SENT}', provider_id = ?, sent_at = ?, error = NULL, updated_at = ?"
+        f" WHERE id = ? AND state = '{S.UNKNOWN}'", (provider_id, sent_at, now, message_id)).rowcount
+        for message_id, provider_id, sent_at in found)
+    requeued = 0
+    if absent:
+        in_ids, param = db.dialect.in_list("id", absent)
+        requeued = db.conn.execute(
+            f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, lease_until = NULL, claimed_by = NULL,"
+            " error = 'reconciled: the provider never received it; sent again', updated_at = ?"
+            f" WHERE {in_ids} AND state = '{S.UNKNOWN}'", (int(now), now, param)).rowcount
+    for message_id, reason in unresolved:
+        db.conn.execute(f"UPDATE messages SET error = ?, updated_at = ? WHERE id = ? AND state = '{S.UNKNOWN}'",
+                        (reason, now, message_id))
     return sent, requeued
 
 
@@ -282,11 +277,12 @@ def suppress_numbers(db: sqlite_utils.Database, numbers: list[str], scope: int, 
     """The numbers' messages not yet sent become 'suppressed' (scope 0: every user's)."""
     if not numbers:
         return 0
+    in_phones, param = db.dialect.in_list("phone", sorted(set(numbers)))
     sql = (
         f"UPDATE messages SET state = '{S.SUPPRESSED}', error = 'opted out', updated_at = ?"
-        f" WHERE phone IN (SELECT value FROM json_each(?)) AND state IN {_in(sources(S.SUPPRESSED, S.SCHEDULED, S.PAUSED))}"
+        f" WHERE {in_phones} AND state IN {_in(sources(S.SUPPRESSED, S.SCHEDULED, S.PAUSED))}"
     )
-    params: list = [now, json.dumps(sorted(set(numbers)))]
+    params: list = [now, param]
     if scope:
         sql += " AND user_id = ?"
         params.append(scope)
@@ -310,7 +306,8 @@ def requeue(db: sqlite_utils.Database, from_states: list[MessageState], *, at: i
     """Unknown or failed messages go out again at ``at`` (the operator's word): attempts start over.
     Failures the provider gave as final (invalid number, landline, ...) only with ``permanent_too``."""
     sql = (
-        f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?, expires_at = max(expires_at, ? + ?),"
+        f"UPDATE messages SET state = '{S.SCHEDULED}', scheduled_at = ?,"
+        f" expires_at = {db.dialect.greatest('expires_at', 'CAST(? AS BIGINT) + CAST(? AS BIGINT)')},"
         f" attempts = 0, lease_until = NULL, claimed_by = NULL, provider_id = NULL, delivery = NULL,"
         f" delivery_at = NULL, delivered_at = NULL, delivery_error = NULL, updated_at = ?"
         f" WHERE state IN {_in(sources(S.SCHEDULED, *from_states))}"
@@ -357,23 +354,21 @@ def due_campaigns(db: sqlite_utils.Database, now: float, limit: int | None,
 
 def campaigns_info(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, dict]:
     """What sending needs of each campaign: status, window, template, user and sender."""
+    in_ids, param = db.dialect.in_list("c.id", sorted(set(ids)))
     return {
         row[0]: {"name": row[1], "status": row[2], "quiet_hours": row[3], "template": row[4], "lang": row[5],
                  "user": row[6], "sender": row[7], "user_id": row[8]}
         for row in db.conn.execute(
             "SELECT c.id, c.name, c.status, c.quiet_hours, c.template, c.lang, u.name, u.sender, c.user_id"
-            " FROM campaigns c JOIN users u ON u.id = c.user_id WHERE c.id IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(set(ids))),))
+            f" FROM campaigns c JOIN users u ON u.id = c.user_id WHERE {in_ids}", (param,))
     }
 
 
 def optout_scopes(db: sqlite_utils.Database, phones: Iterable[str]) -> dict[str, set[int]]:
     """For each number on the do-not-contact list: the scopes it is opted out of (0: everyone)."""
     scopes: dict[str, set[int]] = {}
-    for phone, scope in db.conn.execute(
-        "SELECT phone, scope FROM optouts WHERE phone IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(set(phones))),),
-    ):
+    in_phones, param = db.dialect.in_list("phone", sorted(set(phones)))
+    for phone, scope in db.conn.execute(f"SELECT phone, scope FROM optouts WHERE {in_phones}", (param,)):
         scopes.setdefault(phone, set()).add(scope)
     return scopes
 
@@ -382,8 +377,8 @@ def lead_fields(db: sqlite_utils.Database, lead_ids: Iterable[int]) -> dict[int,
     ids = sorted({i for i in lead_ids if i})
     if not ids:
         return {}
-    return {row[0]: json.loads(row[1]) for row in db.conn.execute(
-        "SELECT id, fields FROM leads WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+    in_ids, param = db.dialect.in_list("id", ids)
+    return {row[0]: json.loads(row[1]) for row in db.conn.execute(f"SELECT id, fields FROM leads WHERE {in_ids}", (param,))}
 
 
 def preview_due(db: sqlite_utils.Database, *, now: float, limit: int = 5) -> tuple[list[tuple], list[tuple]]:
@@ -391,7 +386,7 @@ def preview_due(db: sqlite_utils.Database, *, now: float, limit: int = 5) -> tup
     per_campaign = db.conn.execute(
         "SELECT m.campaign_id, c.name, u.name, count(*), min(m.scheduled_at) FROM messages m"
         " JOIN campaigns c ON c.id = m.campaign_id JOIN users u ON u.id = m.user_id"
-        " WHERE m.state = 'scheduled' AND m.scheduled_at <= ? GROUP BY m.campaign_id"
+        " WHERE m.state = 'scheduled' AND m.scheduled_at <= ? GROUP BY m.campaign_id, c.name, u.name"
         " ORDER BY min(m.priority), min(m.scheduled_at)", (int(now),)).fetchall()
     first = db.conn.execute(
         "SELECT id, campaign_id, phone, channel, body, scheduled_at FROM messages WHERE state = 'scheduled'"

@@ -29,6 +29,7 @@ class RateLimiter:
         if not rate > 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
+        self.configured = float(rate)  # the provider's whole rate; `rate` is this process's part
         self.effective = float(rate)
         self.burst = max(1, int(burst if burst is not None else 1))
         self.clock, self.sleep = clock, sleep
@@ -73,6 +74,16 @@ class RateLimiter:
                 self.waited += wait
             return wait
         return 0.0
+
+    def share(self, parts: int) -> None:
+        """``parts`` dispatchers send through this provider at once: keep to one part of its rate
+        (lowered at once; raised again by the additive increase when others stop)."""
+        with self.lock:
+            rate = self.configured / max(1, parts)
+            if rate != self.rate:
+                self.rate = rate
+                self.effective = min(self.effective, rate)
+                self.good_rate = min(self.good_rate, rate)
 
     def accepted(self) -> None:
         """Additive increase, up to the configured rate."""

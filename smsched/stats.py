@@ -58,7 +58,7 @@ def collect(db: sqlite_utils.Database, *, now: float, user: dict | None = None, 
             since: float = 3600) -> dict:
     scope_sql, scope_params = _scope(user, campaign)
     counts = {state: 0 for state in MESSAGE_STATES}
-    for state, count in db.conn.execute(f"SELECT state, count(*) FROM messages WHERE 1{scope_sql} GROUP BY state", scope_params):
+    for state, count in db.conn.execute(f"SELECT state, count(*) FROM messages WHERE true{scope_sql} GROUP BY state", scope_params):
         counts[state] = count
     backlog, oldest = db.conn.execute(
         f"SELECT count(*), min(scheduled_at) FROM messages WHERE state = 'scheduled' AND scheduled_at <= ?{scope_sql}",
@@ -76,18 +76,20 @@ def collect(db: sqlite_utils.Database, *, now: float, user: dict | None = None, 
         {"reason": r[0] or "(none)", "state": r[1], "count": r[2]}
         for r in db.conn.execute(
             f"SELECT error, state, count(*) FROM messages WHERE state IN ('failed', 'unknown') AND updated_at > ?"
-            f" AND updated_at <= ?{scope_sql} GROUP BY error, state ORDER BY count(*) DESC LIMIT 5",
+            f" AND updated_at <= ?{scope_sql} GROUP BY error, state ORDER BY count(*) DESC, coalesce(error, ''), state"
+            " LIMIT 5",
             [start, now, *scope_params])
     ]
     failed_window = sum(f["count"] for f in failures if f["state"] == "failed")
     busiest = [
         {"user": r[0], "sent": r[1], "due": r[2]}
         for r in db.conn.execute(
-            "SELECT u.name, sum(m.state = 'sent' AND m.sent_at > ?) AS sent,"
-            " sum(m.state = 'scheduled' AND m.scheduled_at <= ?) AS due"
+            "SELECT name, sent, due FROM (SELECT u.name AS name,"
+            " sum(CASE WHEN m.state = 'sent' AND m.sent_at > ? THEN 1 ELSE 0 END) AS sent,"
+            " sum(CASE WHEN m.state = 'scheduled' AND m.scheduled_at <= ? THEN 1 ELSE 0 END) AS due"
             f" FROM messages m JOIN users u ON u.id = m.user_id WHERE ((m.sent_at > ? AND m.sent_at <= ?)"
             f" OR (m.state = 'scheduled' AND m.scheduled_at <= ?)){_scope(user, campaign, 'm.')[0]}"
-            " GROUP BY m.user_id ORDER BY sent + due DESC LIMIT 5",
+            " GROUP BY m.user_id, u.name) AS busy ORDER BY sent + due DESC, name LIMIT 5",
             [start, int(now), start, now, int(now), *scope_params])
     ]
     runs = recent_runs(db, now)

@@ -1,12 +1,12 @@
-"""The SQLite database: one place that opens it, sets its pragmas and migrates its schema.
-
-Every time is stored as UTC Unix seconds (INTEGER for schedules, REAL where sub-second
-precision matters: when a message was sent, how long a run took).
+"""The database: one place that opens it (SQLite here, PostgreSQL in :mod:`smsched.pg` for a
+postgresql:// URL), sets its pragmas and migrates its schema (:mod:`smsched.schema`); and the
+SQLite side of the backend interface (:mod:`smsched.dialect`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -15,199 +15,29 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
+from smsched.dialect import is_postgres
 from smsched.errors import DatabaseError, NotSmschedDatabase, SmschedError
+from smsched.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
-# "SMSC": marks a file as ours, so we never migrate somebody else's database.
-APPLICATION_ID = 0x534D5343
 # Long enough for 50 concurrent CLI writers queued behind one another and a running dispatch.
 BUSY_TIMEOUT_S = 120.0
 DEFAULT_DB = "smsched.db"
 
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_initial",
-        """
-        CREATE TABLE users (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            tz TEXT NOT NULL,
-            region TEXT NOT NULL,
-            sender TEXT,
-            quiet_hours TEXT NOT NULL DEFAULT '08:00-22:00',
-            created_at INTEGER NOT NULL
-        );
-        CREATE TABLE leads (
-            id INTEGER PRIMARY KEY,
-            user_id INTEGER NOT NULL REFERENCES users(id),
-            phone TEXT NOT NULL,
-            name TEXT,
-            fields TEXT NOT NULL DEFAULT '{}',
-            tz TEXT,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL,
-            UNIQUE (user_id, phone)
-        );
-        CREATE TABLE optouts (
-            id INTEGER PRIMARY KEY,
-            phone TEXT NOT NULL,
-            -- 0 for an opt-out that covers every user, else the user's id
-            scope INTEGER NOT NULL DEFAULT 0,
-            reason TEXT,
-            source TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            UNIQUE (phone, scope)
-        );
-        CREATE TABLE campaigns (
-            id INTEGER PRIMARY KEY,
-            user_id INTEGER NOT NULL REFERENCES users(id),
-            name TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            priority INTEGER NOT NULL,
-            message TEXT,
-            template TEXT,
-            lang TEXT,
-            params TEXT,
-            session INTEGER NOT NULL DEFAULT 0,
-            tz TEXT NOT NULL,
-            quiet_hours TEXT NOT NULL,
-            rrule TEXT,
-            valid_for INTEGER NOT NULL,
-            gsm7 INTEGER NOT NULL DEFAULT 0,
-            status TEXT NOT NULL DEFAULT 'active',
-            scheduled_at INTEGER NOT NULL,
-            materialized_until INTEGER,
-            encoding TEXT,
-            segments_per_message INTEGER,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL
-        );
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
-            user_id INTEGER NOT NULL,
-            lead_id INTEGER,
-            phone TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            body TEXT NOT NULL,
-            params TEXT,
-            tz TEXT NOT NULL,
-            priority INTEGER NOT NULL,
-            -- position inside its campaign: claims take seq 0 of every due campaign, then seq 1...
-            seq INTEGER NOT NULL,
-            occurrence INTEGER NOT NULL,
-            scheduled_at INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            lease_until REAL,
-            claimed_by TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            sent_at REAL,
-            provider TEXT,
-            provider_id TEXT,
-            error TEXT,
-            updated_at REAL
-        );
-        CREATE INDEX messages_due ON messages (priority, scheduled_at / 60, seq)
-            WHERE state = 'scheduled';
-        CREATE INDEX messages_campaign ON messages (campaign_id, state);
-        CREATE INDEX messages_phone ON messages (phone);
-        CREATE INDEX messages_inflight ON messages (state, lease_until)
-            WHERE state IN ('claimed', 'sending');
-        CREATE INDEX messages_sent ON messages (sent_at) WHERE sent_at IS NOT NULL;
-        CREATE INDEX campaigns_user ON campaigns (user_id);
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            pid INTEGER NOT NULL,
-            mode TEXT NOT NULL,
-            status TEXT NOT NULL,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            clock_start REAL NOT NULL,
-            claimed INTEGER NOT NULL DEFAULT 0,
-            sent INTEGER NOT NULL DEFAULT 0,
-            retried INTEGER NOT NULL DEFAULT 0,
-            failed INTEGER NOT NULL DEFAULT 0,
-            unknown INTEGER NOT NULL DEFAULT 0,
-            suppressed INTEGER NOT NULL DEFAULT 0,
-            expired INTEGER NOT NULL DEFAULT 0,
-            deferred INTEGER NOT NULL DEFAULT 0,
-            duration REAL,
-            rate REAL,
-            lag_p50 REAL,
-            lag_p95 REAL,
-            lag_p99 REAL,
-            lag_max REAL,
-            time_db REAL,
-            time_provider REAL,
-            time_rate_limit REAL,
-            time_idle REAL,
-            bottleneck TEXT,
-            summary TEXT
-        );
-        CREATE INDEX runs_started ON runs (started_at);
-        """,
-    ),
-    (
-        "0002_next_due_and_run_facts",
-        """
-        -- When does the next message fall due: one index step, whatever the table's size.
-        CREATE INDEX messages_next_due ON messages (scheduled_at) WHERE state = 'scheduled';
-        -- A message changes state three times on its way out (claimed, sending, sent): indexes
-        -- that hold the state pay for each change. A campaign's messages are found by campaign
-        -- alone (a few thousand rows at most), and a run's claims by their lease, which only
-        -- claimed and sending messages have.
-        DROP INDEX messages_campaign;
-        CREATE INDEX messages_campaign ON messages (campaign_id);
-        DROP INDEX messages_inflight;
-        CREATE INDEX messages_inflight ON messages (lease_until) WHERE lease_until IS NOT NULL;
-        -- The facts a run's bottleneck is named from.
-        ALTER TABLE runs ADD COLUMN time_cpu REAL;
-        ALTER TABLE runs ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE runs ADD COLUMN bottleneck_detail TEXT;
-        """,
-    ),
-    (
-        "0003_delivery_and_receipts",
-        """
-        -- When the last request for a message left (wall clock): reconciliation's time window.
-        ALTER TABLE messages ADD COLUMN sending_at REAL;
-        -- What the provider's delivery receipts said last, by the provider's own order.
-        ALTER TABLE messages ADD COLUMN delivery TEXT;
-        ALTER TABLE messages ADD COLUMN delivery_at REAL;
-        ALTER TABLE messages ADD COLUMN delivered_at REAL;
-        ALTER TABLE messages ADD COLUMN delivery_error TEXT;
-        CREATE INDEX messages_unknown ON messages (provider, sending_at) WHERE state = 'unknown';
-        CREATE INDEX messages_provider_id ON messages (provider_id) WHERE provider_id IS NOT NULL;
-        -- Every receipt as it came, once (a replay is ignored); message_id is NULL until it matches.
-        CREATE TABLE receipts (
-            id INTEGER PRIMARY KEY,
-            provider TEXT NOT NULL,
-            provider_message_id TEXT NOT NULL,
-            message_id INTEGER,
-            status TEXT NOT NULL,
-            error_code TEXT,
-            error_text TEXT,
-            occurred_at REAL,
-            received_at REAL NOT NULL,
-            UNIQUE (provider, provider_message_id, status)
-        );
-        CREATE INDEX receipts_unmatched ON receipts (provider_message_id) WHERE message_id IS NULL;
-        """,
-    ),
-    (
-        "0004_line_types",
-        """
-        -- libphonenumber's type of each lead's number: an SMS campaign leaves landlines out.
-        ALTER TABLE leads ADD COLUMN line_type TEXT;
-        ALTER TABLE campaigns ADD COLUMN include_landlines INTEGER NOT NULL DEFAULT 0;
-        """,
-    ),
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
 
 def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = None,
-            readonly: bool = False) -> sqlite_utils.Database:
+            readonly: bool = False):
+    """Open the database ``path`` names: a postgresql:// URL (:mod:`smsched.pg`), else a SQLite
+    file (see :func:`connect_sqlite`). Either way ``db.conn.execute(sql, params)`` runs portable
+    SQL and ``db.dialect`` says the rest."""
+    if is_postgres(str(path)):
+        from smsched import pg
+
+        return pg.connect(str(path), trace=trace, readonly=readonly)
+    return connect_sqlite(path, trace=trace, readonly=readonly)
+
+
+def connect_sqlite(path: str | os.PathLike, *, trace: Callable[[str], None] | None = None,
+                   readonly: bool = False) -> sqlite_utils.Database:
     """Open (creating if needed, unless ``readonly``) and migrate the database at ``path``.
 
     The connection is in autocommit mode: every multi-statement write goes through
@@ -248,6 +78,7 @@ def connect(path: str | os.PathLike, *, trace: Callable[[str], None] | None = No
             conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -32000")
         db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        db.dialect, db.target = SQLITE, str(path)
         if not readonly and (header is None or header["user_version"] < SCHEMA_VERSION):
             _migrate(db, path)
         return db
@@ -423,11 +254,29 @@ def _statements(sql: str) -> list[str]:
     return [s for s in statements if s]
 
 
+def transaction(db):
+    """One write transaction that holds the write lock from its first statement (either backend)."""
+    return db.dialect.transaction(db)
+
+
 @contextlib.contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """One write transaction that holds the write lock from its first statement."""
+def savepoint(db) -> Iterator:
+    """A nested step of a transaction that can fail alone (the same SQL on both backends)."""
+    db.conn.execute("SAVEPOINT step")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK TO SAVEPOINT step")
+        db.conn.execute("RELEASE SAVEPOINT step")
+        raise
+    db.conn.execute("RELEASE SAVEPOINT step")
+
+
+@contextlib.contextmanager
+def _write_transaction(db, begin: tuple[str, ...]) -> Iterator:
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
+    for statement in begin:
+        conn.execute(statement)
     try:
         yield db
     except BaseException:
@@ -435,6 +284,75 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class SqliteDialect:
+    """SQLite's side of :mod:`smsched.dialect`."""
+
+    name = "sqlite"
+    # One dispatcher at a time unless --concurrent (a file lock says who); claims read back by lease.
+    shares_claims = False
+
+    def transaction(self, db):
+        return _write_transaction(db, ("BEGIN IMMEDIATE",))
+
+    def in_list(self, column: str, values) -> tuple[str, str]:
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+    def greatest(self, a: str, b: str) -> str:
+        return f"max({a}, {b})"
+
+    def json_merge(self, a: str, b: str) -> str:
+        return f"json_patch({a}, {b})"
+
+    def json_differs(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
+    def changes(self, conn, sql: str, params) -> int:
+        before = conn.total_changes  # (rowcount is not kept for a statement that starts WITH)
+        conn.execute(sql, params)
+        return conn.total_changes - before
+
+    def claim(self, db, picks: list[tuple[str, list]], order: str, limit: int, *, fields: str, now: float,
+              owner: str, lease_until: float, claimable: str) -> list[tuple]:
+        """One UPDATE claims (writers take turns: no two can pick the same rows); the claimed rows
+        are read back by the claim's lease, as one JSON document (one step of a statement instead
+        of one per row: each step lets go of the GIL, and a busy thread pool makes taking it back slow)."""
+        union = " UNION ALL ".join(f"SELECT * FROM ({sql})" for sql, _ in picks)
+        params = [lease_until, owner, now, *(p for _, pick_params in picks for p in pick_params), limit]
+        claimed = db.conn.execute(
+            "UPDATE messages SET state = 'claimed', lease_until = ?, claimed_by = ?, updated_at = ?"
+            f" WHERE state IN {claimable} AND id IN (SELECT id FROM ({union}) ORDER BY {order} LIMIT ?)", params).rowcount
+        if not claimed:
+            return []
+        return json.loads(db.conn.execute(
+            f"SELECT json_group_array(json_array({fields})) FROM messages"
+            " WHERE state = 'claimed' AND lease_until = ? AND claimed_by = ?", (lease_until, owner)).fetchone()[0])
+
+    def orphaned(self, before: float) -> tuple[str, list]:
+        """Claims whose lease ended before ``before`` (math.inf: every claim, when alone)."""
+        return "lease_until < ?", [before]
+
+    def owner_alive(self, column: str) -> str:
+        return "0"  # a file lock cannot say which runs are alive: only the exclusive holder judges
+
+    def run_lock(self, db, owner: str):
+        from smsched.dispatch.lock import RunLock
+
+        return RunLock(db.target)
+
+    def live_dispatchers(self, db) -> int | None:
+        return None  # unknown: with --concurrent, divide the rate in the configuration
+
+    def wall(self, db) -> float:
+        return time.time()
+
+    def change_file(self, db) -> str | None:
+        """A file whose stat changes when anyone writes (an idle dispatcher watches it, not the tables)."""
+        return f"{db.target}-wal"
+
+
+SQLITE = SqliteDialect()
 
 
 def now_s() -> int:

@@ -36,14 +36,14 @@ def add(
     sender = check_sender(sender, region)
     parse_window(quiet_hours)
     try:
-        cursor = db.conn.execute(
+        (user_id,) = db.conn.execute(
             "INSERT INTO users (name, tz, region, sender, quiet_hours, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (name, tz, region, sender, quiet_hours, int(now or now_s())),
-        )
+        ).fetchone()
     except sqlite3.IntegrityError:
         raise UsageError(f"user {name!r} already exists; pick another name") from None
-    return get(db, str(cursor.lastrowid))
+    return get(db, str(user_id))
 
 
 def import_csv(db: sqlite_utils.Database, path: str, *, now: float | None = None) -> dict:
@@ -87,13 +87,11 @@ def import_csv(db: sqlite_utils.Database, path: str, *, now: float | None = None
         raise ImportFailed(f"{len(bad)} bad row(s) in {source.name}; nothing was created", details=bad)
     stamp = int(now or now_s())
     with transaction(db):
-        before = db.conn.total_changes
-        db.conn.executemany(
+        created = db.conn.executemany(  # rows inserted (DB-API: summed over the rows)
             "INSERT INTO users (name, tz, region, sender, quiet_hours, created_at) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (name) DO NOTHING",
             [(*row, stamp) for row in rows],
-        )
-        created = db.conn.total_changes - before
+        ).rowcount
     return {"read": len(rows), "created": created, "existing": len(rows) - created}
 
 

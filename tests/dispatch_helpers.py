@@ -49,3 +49,21 @@ def rows(db_path: Path, sql: str, params=()) -> list[tuple]:
         return db.conn.execute(sql, params).fetchall()
     finally:
         db.conn.close()
+
+
+def fingerprint(db_path) -> str:
+    """What a database holds, to compare before and after: a SQLite file's bytes; every row of
+    every table of a PostgreSQL one."""
+    import hashlib
+
+    if not str(db_path).startswith("postgresql://"):
+        return hashlib.sha256(Path(db_path).read_bytes()).hexdigest()
+    db = storage.connect(db_path)
+    try:
+        digest = hashlib.sha256()
+        for table in ("users", "leads", "optouts", "campaigns", "messages", "runs", "receipts", "smsched_schema"):
+            for row in db.conn.execute(f"SELECT * FROM {table} ORDER BY 1"):
+                digest.update(repr(row).encode())
+        return digest.hexdigest()
+    finally:
+        db.conn.close()

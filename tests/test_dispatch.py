@@ -201,6 +201,7 @@ def test_a_provider_asking_to_wait_longer_than_the_budget_gets_its_messages_back
     assert rows(db_path, "SELECT DISTINCT state, attempts FROM messages") == [("scheduled", 0)]
 
 
+@pytest.mark.sqlite_only("one dispatcher per file unless --concurrent; on PostgreSQL they share the work")
 def test_a_second_dispatch_exits_at_once_while_one_runs(sending_cli, db_path, one_campaign):
     fd = os.open(f"{db_path}.dispatch.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)

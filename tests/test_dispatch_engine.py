@@ -2,7 +2,6 @@
 throttling as flow control, a breaker that recovers, runs that always end, and options that are
 refused before anything changes."""
 
-import hashlib
 import re
 import json
 import threading
@@ -11,7 +10,7 @@ import pytest
 
 from smsched import queue as queue_lib
 from tests.conftest import NOW, Cli
-from tests.dispatch_helpers import rows, seed_users, states
+from tests.dispatch_helpers import fingerprint, rows, seed_users, states
 
 AT = "2026-11-25 10:00"
 DUE = "2026-11-25T13:00:00Z"
@@ -108,12 +107,12 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize("args, message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
 def test_bad_options_are_refused_before_anything_changes(sending_cli, db_path, tmp_path, args, message):
     seed_users(db_path, tmp_path, [3], at=AT, now=NOW)
-    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    before = fingerprint(db_path)
     result = sending_cli("dispatch", "--now", DUE, *args, code=2)
     # A log line: timestamp, run id (none yet: nothing ran), the error.
     assert re.match(r"\S+Z run=- error: ", result.stderr) and f"error: {message}" in result.stderr
     assert len(result.stderr.splitlines()) == 1
-    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+    assert fingerprint(db_path) == before
     assert rows(db_path, "SELECT count(*) FROM runs") == [(0,)]
 
 

@@ -11,6 +11,7 @@ from smsched.errors import DatabaseError, NotSmschedDatabase
 from tests.conftest import NOW, Cli
 
 
+@pytest.mark.sqlite_only("pragmas of a file")
 def test_first_use_creates_a_migrated_wal_database(db_path):
     db = storage.connect(db_path)
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -50,6 +51,7 @@ def test_someone_elses_sqlite_database_is_refused_and_left_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
+@pytest.mark.sqlite_only("the file's user_version; PostgreSQL: test_postgres.py")
 def test_a_database_from_a_newer_smsched_is_refused(db_path):
     storage.connect(db_path).conn.close()
     conn = sqlite3.connect(db_path)

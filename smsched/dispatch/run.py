@@ -35,7 +35,6 @@ from smsched.dispatch import summary as runs
 from smsched.dispatch.breaker import Breaker
 from smsched.dispatch.claim_policy import DueOrder, SeedCycle
 from smsched.dispatch.decide import DEFERRED, NOT_SENT_UNAVAILABLE, decide
-from smsched.dispatch.lock import RunLock
 from smsched.dispatch.options import DispatchOptions
 from smsched.dispatch.retry_policy import RetryPolicy
 from smsched.dispatch.screen import screen
@@ -51,6 +50,7 @@ from smsched.storage import transaction
 
 CAMPAIGN_CACHE_TTL_S = 30.0
 FLUSH_AFTER_S = 0.25      # outcomes wait at most this long to be recorded when nothing else is written
+SHARE_EVERY_S = 5.0        # how often a shared database is asked how many dispatchers share a provider
 POLL_S = 1.0              # while idle, look for new work this often (a file stat, not a query)
 STALL_LIMIT_S = 30.0      # past the budget, give up on a provider that accepted nothing for this long
 MARK_AHEAD_S = 1.0        # mark at most one second of a provider's rate ahead of the wire
@@ -85,6 +85,7 @@ class Run:
         self.unroutable: dict[str, str] = {}
         self._breaker_seen: dict[str, int] = {}
         self._last_lease = 0.0
+        self._shared_at = 0.0
         self._setup_routes()
         self.transport = Transport(pool_size=self.workers, connect_timeout=config.seconds("connect_timeout"),
                                    read_timeout=config.seconds("read_timeout"), client=config.dispatch("http_client"))
@@ -145,9 +146,9 @@ class Run:
 
     # ---- the run -------------------------------------------------------------------------
     def execute(self) -> RunSummary:
-        lock = RunLock(self.db_path)
+        lock = self.db.dialect.run_lock(self.db, self.owner)
         alone = lock.try_exclusive()
-        if not alone and not self.options.concurrent:
+        if not alone and not (self.options.concurrent or self.db.dialect.shares_claims):
             holder = lock.holder()
             lock.release()
             self.summary.status = "skipped"
@@ -200,15 +201,16 @@ class Run:
         s.clock_start = self.clock.now()
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         mode = self.claims.mode if not alone or self.options.seed_cycle else "exclusive"
-        s.run_id = self._timed(runs.record_start, self.db, s, "concurrent" if not alone else mode)
+        s.run_id = self._timed(runs.record_start, self.db, s, "concurrent" if not alone else mode, self.owner)
         s.commits += 1
-        look = self._timed(queue.first_look, self.db, before=math.inf if alone else time.time(), run_id=s.run_id,
+        look = self._timed(queue.first_look, self.db, before=math.inf if alone else self._wall(), run_id=s.run_id,
                            providers=self._listing_providers())
         s.recovered = self._timed(self._recover, alone, look)
         s.reconciled = self._reconcile() if look["unknown"] else None
         s.materialised = self._timed(campaigns_lib.extend_repeating, self.db, self.clock.now())
         deadline = s.clock_start + self.time_budget
         self.sender.start()
+        self._share_rates()
         # The loop makes and drops a few tuples per message, none in cycles: collecting them
         # thousands of times a second is wasted CPU (what exists at the start is frozen).
         gc.freeze()
@@ -246,14 +248,16 @@ class Run:
         return s
 
     def _recover(self, alone: bool, look: dict) -> dict:
-        """Put back what dead runs left. Alone, every orphan is stale; shared, only expired leases."""
-        before = math.inf if alone else time.time()  # leases are wall-clock instants
-        if not look["orphans"] and not (alone and look["running"]):
+        """Put back what dead runs left. Alone, every orphan is stale; shared, only expired leases
+        (and, on PostgreSQL, the claims of dispatchers whose session is gone)."""
+        before = math.inf if alone else self._wall()  # leases are read on the lease clock
+        shared = self.db.dialect.shares_claims
+        if not look["orphans"] and not ((alone or shared) and look["running"]):
             return {"claimed_to_scheduled": 0, "sending_to_unknown": 0, "sending_to_sent": 0}
         with transaction(self.db):
             counts = queue.recover(self.db, before=before, now=self.clock.now())
-            if alone:
-                runs.mark_crashed(self.db, self.summary.run_id)
+            if alone or shared:
+                runs.mark_crashed(self.db, self.summary.run_id, alone=alone)
         self.summary.commits += 1
         return counts
 
@@ -293,12 +297,14 @@ class Run:
         next_pause = 0.0                     # the seed's cycle: the pause before the next batch
         last_write = time.monotonic()
         last_progress = self.clock.now()
-        wal = _WalWatch(self.db_path)
+        wal = _WalWatch(self.db.dialect.change_file(self.db))
         n = 0
         while True:
             now = self.clock.now()
             if self.stopping.is_set() or self.fatal:
                 claiming = False
+            if time.monotonic() - self._shared_at >= SHARE_EVERY_S:
+                self._timed(self._share_rates)
             busy = sum(outstanding.values())
             # 1. Claim, when little is left to mark.
             if claim_after > now and wal.changed():
@@ -468,9 +474,23 @@ class Run:
 
     def _lease_until(self) -> float:
         """A claim's lease (wall clock), distinct from this run's earlier ones: it names the claim."""
-        lease = max(time.time() + self.lease, self._last_lease + 0.001)
+        lease = max(self._wall() + self.lease, self._last_lease + 0.001)
         self._last_lease = lease
         return lease
+
+    def _share_rates(self) -> None:
+        """Dispatchers sharing a database share each provider's rate: each sends its part."""
+        self._shared_at = time.monotonic()
+        live = self.db.dialect.live_dispatchers(self.db)
+        if live:
+            for route in self.routes.values():
+                if route.limiter is not None:
+                    route.limiter.share(live)
+            self.summary.dispatchers = live
+
+    def _wall(self) -> float:
+        """The lease clock: the machine's (SQLite), or the database server's (shared by every host)."""
+        return self.db.dialect.wall(self.db)
 
     def _release(self, pending: deque, held: list, only: set[str] | None) -> list[Change]:
         back = [m for m in pending if only is None or m.provider in only]
@@ -594,13 +614,16 @@ class Run:
 
 class _WalWatch:
     """Has another process written to the database since we last looked? A stat of its WAL file
-    answers without a query: an idle run costs no SQL while it waits."""
+    answers without a query: an idle run costs no SQL while it waits. A database without such a
+    file (a server) is assumed to have changed once per POLL_S."""
 
-    def __init__(self, db_path: str):
-        self.path = f"{db_path}-wal"
+    def __init__(self, path: str | None):
+        self.path = path
         self.seen = self._stamp()
 
     def _stamp(self):
+        if self.path is None:
+            return int(time.monotonic() / POLL_S)
         try:
             st = os.stat(self.path)
             return st.st_size, st.st_mtime_ns, st.st_ino

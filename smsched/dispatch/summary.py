@@ -51,6 +51,7 @@ class RunSummary:
     time_idle: float = 0.0
     time_cpu: float | None = None
     workers: int = 0
+    dispatchers: int = 1  # sharing the database (and each provider's rate) at the last look
     sql_statements: int = 0
     commits: int = 0
     per_campaign: dict = field(default_factory=dict)
@@ -94,7 +95,8 @@ class RunSummary:
             "recovered": self.recovered, "reconciled": self.reconciled, "materialised": self.materialised,
             "duration": round(self.duration, 3), "messages_per_second": round(self.rate, 1),
             "lag": self.lag(), "time": self.time_split(), "bottleneck": name, "bottleneck_detail": words,
-            "workers": self.workers, "sql_statements": self.sql_statements, "commits": self.commits,
+            "workers": self.workers, "dispatchers": self.dispatchers, "sql_statements": self.sql_statements,
+            "commits": self.commits,
             "sql_statements_per_1000": round(1000 * self.sql_statements / self.sent, 1) if self.sent else None,
             "commits_per_1000": round(1000 * self.commits / self.sent, 1) if self.sent else None,
             "failures": dict(self.failures.most_common(10)), "providers": self.providers,
@@ -156,15 +158,17 @@ def name_bottleneck(duration: float, split: dict, handled: int, *, throttled: in
 # ---- the run record --------------------------------------------------------------------
 
 
-def record_start(db: sqlite_utils.Database, summary: RunSummary, mode: str) -> int:
+def record_start(db: sqlite_utils.Database, summary: RunSummary, mode: str, owner: str | None = None) -> int:
     return db.conn.execute(
-        "INSERT INTO runs (pid, mode, status, started_at, clock_start) VALUES (?, ?, 'running', ?, ?)",
-        (os.getpid(), mode, summary.started_at, summary.clock_start)).lastrowid
+        "INSERT INTO runs (pid, mode, status, started_at, clock_start, owner) VALUES (?, ?, 'running', ?, ?, ?)"
+        " RETURNING id", (os.getpid(), mode, summary.started_at, summary.clock_start, owner)).fetchone()[0]
 
 
-def mark_crashed(db: sqlite_utils.Database, current_run: int | None) -> int:
-    """Runs still marked running died without a word (only a run holding the exclusive lock may say so)."""
-    return db.conn.execute("UPDATE runs SET status = 'crashed' WHERE status = 'running' AND id IS NOT ?",
+def mark_crashed(db: sqlite_utils.Database, current_run: int | None, *, alone: bool) -> int:
+    """Runs still marked running died without a word: all of them, for a run alone (it holds the
+    exclusive lock); on a shared database, those whose dispatcher no longer holds its lock."""
+    dead = "" if alone else f" AND owner IS NOT NULL AND NOT {db.dialect.owner_alive('owner')}"
+    return db.conn.execute(f"UPDATE runs SET status = 'crashed' WHERE status = 'running' AND id IS DISTINCT FROM ?{dead}",
                            (current_run,)).rowcount
 
 
