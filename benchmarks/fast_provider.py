@@ -56,9 +56,9 @@ class Provider(asyncio.Protocol):
                                  % (len(body), body))
 
 
-async def serve(port: int, ids_path: str | None) -> None:
+async def serve(port: int, ids_path: str | None, host: str = "127.0.0.1") -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Provider, "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(Provider, host, port, backlog=1024)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -74,10 +74,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
     parser.add_argument("--ids", default=None)
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
-    asyncio.run(serve(args.port, args.ids))
+    asyncio.run(serve(args.port, args.ids, args.host))
 
 
 if __name__ == "__main__":

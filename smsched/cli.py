@@ -141,6 +141,8 @@ app.add_typer(receipts_app, name="receipts")
 app.add_typer(sandbox_app, name="sandbox")
 config_app = _app("Provider configuration (smsched.toml and environment).")
 app.add_typer(config_app, name="config")
+db_app = _app("The database itself: move an SQLite one to PostgreSQL.")
+app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", envvar="SMSCHED_CONFIG", help="smsched.toml [env SMSCHED_CONFIG; default ./smsched.toml]")]
 
@@ -990,6 +992,34 @@ def config_check(config: ConfigOption = None, json_: JsonOption = False) -> None
             output.out.print(f"{r['provider']:<9} {r['status']:<8} {r['detail']}", markup=False)
     if any(r["status"] == "error" for r in results):
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+# ---- the database ------------------------------------------------------------------------
+
+
+@db_app.command("migrate-to")
+def db_migrate_to(
+    url: Annotated[str, typer.Argument(help="The empty PostgreSQL database: postgresql://user@host:port/dbname")],
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Copy this SQLite database (--db) into an empty PostgreSQL one, in one transaction, verified by counts."""
+    from smsched import pg
+    from smsched.dialect import is_postgres, shown
+
+    if not is_postgres(url):
+        raise _usage(f"{url!r} is not a PostgreSQL URL: give postgresql://user@host:port/dbname")
+    source_name = db_path(db)
+    if is_postgres(source_name):
+        raise _usage("--db is already a PostgreSQL database: migrate-to copies an SQLite file")
+    source = storage.connect(source_name, readonly=True)
+    report = (lambda table, count: output.info(f"{table}: {count:,} rows copied")) if not json_ else None
+    counts = pg.migrate_to(source, url, progress=report)
+    if json_:
+        output.emit_json({"from": source_name, "to": shown(url), "tables": counts, "verified": True})
+    else:
+        output.out.print(f"copied {sum(counts.values()):,} rows from {source_name} to {shown(url)}; every table's "
+                         f"count verified. Use --db {shown(url)} (or SMSCHED_DB) from now on.")
 
 
 # ---- monitoring --------------------------------------------------------------------------

@@ -352,7 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the three APIs ---------------------------------------------------------------------
     def _base_entry(self, api: str) -> dict:
-        return {"api": api, "received_at": time.time(), "smsched_id": self.headers.get("X-Smsched-Message-Id")}
+        return {"api": api, "received_at": time.time(), "smsched_id": self.headers.get("X-Smsched-Message-Id"),
+                "remote": self.client_address[0]}
 
     def _twilio_send(self, sid: str, body: bytes) -> None:
         if not self._twilio_auth(sid):

@@ -46,6 +46,7 @@ class RunSummary:
     materialised: int = 0
     lags: list = field(default_factory=list)
     time_db: float = 0.0
+    time_claim: float = 0.0  # of time_db: the claim statements
     time_http: float = 0.0
     time_rate_limit: float = 0.0
     time_idle: float = 0.0
@@ -95,6 +96,7 @@ class RunSummary:
             "recovered": self.recovered, "reconciled": self.reconciled, "materialised": self.materialised,
             "duration": round(self.duration, 3), "messages_per_second": round(self.rate, 1),
             "lag": self.lag(), "time": self.time_split(), "bottleneck": name, "bottleneck_detail": words,
+            "claim_seconds": round(self.time_claim, 3),
             "workers": self.workers, "dispatchers": self.dispatchers, "sql_statements": self.sql_statements,
             "commits": self.commits,
             "sql_statements_per_1000": round(1000 * self.sql_statements / self.sent, 1) if self.sent else None,
