@@ -1182,7 +1182,7 @@ def plan(
     table = Table(title=f"capacity plan {result['date']} ({result['tz']})", title_justify="left")
     for column in ("hour", "messages", "capacity/h", "headroom", "worst lag", ""):
         table.add_column(column, justify="right" if column not in ("hour", "") else "left")
-    top = max([h["messages"] for h in result["hours"]] + [result["capacity_per_hour"] or 0, 1])
+    top = max([h["messages"] for h in result["hours"]] + [1])  # the bars draw the day's shape
     for h in result["hours"]:
         bar = "█" * round(30 * h["messages"] / top)
         style = "red" if h["fits"] is False else None

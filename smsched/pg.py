@@ -28,7 +28,7 @@ import sqlite3
 import time
 from decimal import Decimal
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable
 
 from smsched.dialect import shown
 from smsched.errors import DatabaseError, NotSmschedDatabase, UsageError
@@ -236,18 +236,10 @@ class PgDialect:
     name = "postgresql"
     shares_claims = True  # dispatchers share the work with no flag
 
-    @contextlib.contextmanager
-    def transaction(self, db) -> Iterator:
-        conn = db.conn
-        conn.execute("BEGIN")
-        try:
-            conn.execute("SELECT pg_advisory_xact_lock(?, ?)", WRITE_LOCK)
-            yield db
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self, db):
+        from smsched.storage import write_transaction
+
+        return write_transaction(db, "BEGIN", ("SELECT pg_advisory_xact_lock(?, ?)", WRITE_LOCK))
 
     def in_list(self, column: str, values) -> tuple[str, list]:
         return f"{column} = ANY(?)", list(values)

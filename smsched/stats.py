@@ -393,9 +393,10 @@ def plan(db: sqlite_utils.Database, *, now: float, date: str | None = None, tz: 
             load[lane][hour] += count
             minute_peak[lane][hour] = max(minute_peak[lane][hour], count)
     hours, warnings = [], []
+    # The providers that carry the day's traffic (all of them on an empty day) make its capacity.
+    busy = [name for name in lanes if any(load[name])] or list(lanes)
     for h in range(24):
         messages = sum(lane_load[h] for lane_load in load.values())
-        busy = [name for name in lanes if load[name][h]] or list(lanes)
         capacity = sum(lanes[name][1] for name in busy) * 3600 if lanes else None
         entry = {"hour": f"{h:02d}:00", "start": clock.iso_utc(starts[h]), "messages": round(messages),
                  "capacity": round(capacity) if capacity else None, "headroom_percent": None,

@@ -273,11 +273,14 @@ def savepoint(db) -> Iterator:
 
 
 @contextlib.contextmanager
-def _write_transaction(db, begin: tuple[str, ...]) -> Iterator:
+def write_transaction(db, begin: str, *then: tuple) -> Iterator:
+    """``begin``, then the statements (with their parameters) that take the write lock, then the
+    caller's work; rolled back on any error, committed otherwise."""
     conn = db.conn
-    for statement in begin:
-        conn.execute(statement)
+    conn.execute(begin)
     try:
+        for sql, params in then:
+            conn.execute(sql, params)
         yield db
     except BaseException:
         if conn.in_transaction:  # an I/O error may already have rolled it back
@@ -294,7 +297,7 @@ class SqliteDialect:
     shares_claims = False
 
     def transaction(self, db):
-        return _write_transaction(db, ("BEGIN IMMEDIATE",))
+        return write_transaction(db, "BEGIN IMMEDIATE")
 
     def in_list(self, column: str, values) -> tuple[str, str]:
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))

@@ -6,6 +6,8 @@ boundaries read at a glance; the UAX #29 cases come from Unicode's GraphemeBreak
 """
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smsched import segments
 
@@ -67,3 +69,18 @@ def test_line_breaks_count_as_the_calculator_counts_them():
 ])
 def test_user_perceived_characters_follow_uax29(text, clusters):
     assert segments.graphemes(text) == clusters
+
+
+LATIN = "abcXYZ 012€^{}[]~|\\çãéÁñ\n\r@£$" + "".join(chr(c) for c in range(0xA0, 0x2FF, 7))
+
+
+@given(st.text(alphabet=LATIN, max_size=400))
+def test_the_latin_fast_path_counts_as_the_full_algorithm(text):
+    characters = segments.graphemes(text)
+    if all(len(c) == 1 and c in segments.GSM7 for c in characters):
+        bits = [14 if c in segments.GSM7_EXTENSION else 7 for c in characters]
+        expected = ("GSM-7", sum(bits) // 7, segments.count_segments(bits))
+    else:
+        bits = [16 * len(c.encode("utf-16-le")) // 2 for c in characters]
+        expected = ("UCS-2", sum(bits) // 16, segments.count_segments(bits))
+    assert tuple(segments.cost(text)) == expected
