@@ -99,7 +99,7 @@ def _prepare(db, user: dict, spec: CampaignSpec, now: float) -> _Prepared:
         spec.name = check_name(spec.name, "a campaign's name")
     if not spec.template and not (spec.message or "").strip():
         raise UsageError("the campaign needs --message TEXT")
-    tz = spec.tz or user["tz"]
+    tz = spec.tz if spec.tz is not None else user["tz"]
     clock.zone(tz)
     at = clock.parse_when(spec.at, tz, now)
     if at < now - PAST_TOLERANCE_S and not spec.allow_past:

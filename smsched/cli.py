@@ -158,7 +158,7 @@ CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (smsched cam
 CampaignOption = Annotated[Optional[int], typer.Option("--campaign", help="Only this campaign (its id).", min=1, max=INT64_MAX)]
 
 
-def limit_option(help_text: str = "At most this many (default: all).", default=None):
+def limit_option(help_text: str = "At most this many (default: all)."):
     return typer.Option(help=help_text, min=0, max=INT64_MAX)
 
 

@@ -74,6 +74,8 @@ def retry(
     fix it) is requeued only with ``include_permanent``; one that ran out of retries always is."""
     if not states:
         raise UsageError("say what to requeue: --unknown, --failed, or both")
+    if include_permanent and "failed" not in states:
+        raise UsageError("--include-permanent goes with --failed (it requeues failures the provider gave as final)")
     if campaign is not None and db.conn.execute("SELECT 1 FROM campaigns WHERE id = ?", (campaign,)).fetchone() is None:
         raise UsageError(f"no campaign {campaign}: see `smsched campaigns list`")
     stamp = int(now if now is not None else now_s())

@@ -54,7 +54,7 @@ def connect(url: str, *, trace: Callable[[str], None] | None = None, readonly: b
     try:
         raw = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="smsched")
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"cannot connect to {shown(url)}: {reason}; check the URL, that the server runs "
                             "and that it lets this user in (pg_hba.conf)") from None
     _numbers_as_python(raw)

@@ -100,28 +100,31 @@ def normalize(raw: str, region: str) -> Normalized:
     text = (raw or "").strip()
     if not text:
         return Normalized(None, None, "blank")
-    number, reason = _parse(text, region)
+    number, kind, reason = _parse(text, region)
     if number is None and text.startswith("00"):
         # Not a number by the region's own dialling rules: read 00 as +, as lists often mean it.
-        fallback, _ = _parse("+" + text[2:], region)
+        fallback, fallback_kind, _ = _parse("+" + text[2:], region)
         if fallback is not None:
-            number, reason = fallback, None
+            number, kind, reason = fallback, fallback_kind, None
     if number is None:
         return Normalized(None, None, reason)
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    return Normalized(e164, zones_for(e164, number), None, LINE_TYPES.get(phonenumbers.number_type(number), "unknown"))
+    return Normalized(e164, zones_for(e164, number), None, LINE_TYPES.get(kind, "unknown"))
 
 
-def _parse(text: str, region: str) -> tuple[phonenumbers.PhoneNumber | None, str | None]:
+def _parse(text: str, region: str) -> tuple[phonenumbers.PhoneNumber | None, int | None, str | None]:
+    """The number, its type, or why it is not one. A number is valid exactly when libphonenumber
+    gives it a type (is_valid_number is that test): asking once is half the metadata matching."""
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
-        return None, _PARSE_REASONS.get(exc.error_type, "not a phone number")
-    if not phonenumbers.is_valid_number(number):
+        return None, None, _PARSE_REASONS.get(exc.error_type, "not a phone number")
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
         possible = phonenumbers.is_possible_number_with_reason(number)
         detail = _POSSIBLE_REASONS.get(possible, "not a valid number")
-        return None, f"{detail} for region {phonenumbers.region_code_for_number(number) or region}"
-    return number, None
+        return None, None, f"{detail} for region {phonenumbers.region_code_for_number(number) or region}"
+    return number, kind, None
 
 
 def zones_for(e164: str, number: phonenumbers.PhoneNumber | None = None) -> str | None:

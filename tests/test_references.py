@@ -243,3 +243,29 @@ def test_segments_command_counts_as_the_calculator(cli):
     assert cli.json("segments", "-", stdin="ação " * 40)["segments"] == 3
     assert cli.json("segments", "--gsm7", "-", stdin="ação " * 40) | {"non_gsm7": []} == {
         "encoding": "GSM-7", "characters": 200, "units": 200, "segments": 2, "non_gsm7": [], "too_long": False}
+
+
+def test_valid_means_what_libphonenumber_says_in_every_region():
+    """normalize() asks libphonenumber for a number's type once and takes "no type" as invalid:
+    the same verdict as is_valid_number, checked on near-misses of every region's example numbers."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    rng = random.Random(11)
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            digits = list(str(example.national_number))
+            for _ in range(4):
+                variant = digits[:]
+                variant[rng.randrange(len(variant))] = str(rng.randrange(10))
+                typed = f"+{example.country_code}{''.join(variant[:len(variant) - rng.randrange(2)])}"
+                expected = phonenumbers.is_valid_number(phonenumbers.parse(typed, None))
+                assert (phones.normalize(typed, "BR").phone is not None) == expected, typed
+                checked += 1
+    assert checked > 1500
