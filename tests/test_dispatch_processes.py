@@ -139,6 +139,30 @@ def test_connection_refused_leaves_messages_for_a_retry(db_path, tmp_path, confi
     assert rows(db_path, "SELECT error FROM messages LIMIT 1")[0][0].startswith("[network] not sent:")
 
 
+def test_a_backlog_does_not_keep_a_run_alive_while_its_provider_is_down(db_path, tmp_path, config_file):
+    """More is due than one claim takes and nothing listens: past the budget, once the breaker
+    opens, the run hands everything back and ends (it used to wait for the provider forever,
+    holding the lock, so every later cron run exited at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = config_file.read_text()
+    base = text.split('base_url = "')[1].split('"')[0]
+    config_file.write_text(text.replace(base, f"http://127.0.0.1:{port}")
+                           .replace("workers = 32", "workers = 4\nbreaker_threshold = 5"))
+    seed_users(db_path, tmp_path, [300], at=AT, now=NOW)
+    proc = start_dispatch(db_path, config_file, "--batch", "50")
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    summary = json.loads(out)
+    assert summary["claimed"] < 300 and (summary["sent"], summary["unknown"]) == (0, 0)
+    assert states(db_path) == {"scheduled": 300}
+
+
 @pytest.mark.slow
 def test_seventy_five_cli_writers_succeed_while_dispatch_runs(db_path, tmp_path, sandbox, config_file):
     seed_users(db_path, tmp_path, [2000], at=AT, now=NOW)

@@ -350,6 +350,8 @@ class Run:
                 give_up = {name for name in self.routes if self._gives_up(name, now, deadline, claiming, last_progress)}
                 if stop_all or give_up:
                     changes += self._release(pending, held, only=None if stop_all else give_up)
+                if give_up and now >= deadline:
+                    claiming = False  # past the budget, a backlog must not keep a dead provider's run alive
             # 4. Mark the next messages, up to the window, and 5. record outcomes and marks together.
             marks = self._marks(pending, outstanding, cap, refill) if pending and not stop_all else []
             if marks or (changes and (len(changes) >= refill or not busy
@@ -448,7 +450,7 @@ class Run:
         ready_in = self._route_ready_in(only=name)
         if ready_in > self.policy.hold_limit and now + ready_in > deadline:
             return True
-        if claiming or now < deadline:
+        if now < deadline:
             return False
         return route.breaker.is_open or now - last_progress > STALL_LIMIT_S
 
