@@ -9,6 +9,8 @@ later (none due), built directly with SQL (a campaign import would take minutes 
   whole process, start included (the promise: <= 2.6 s wall, <= 0.5 s CPU at 1 M rows);
 - the same run with a message falling due one second into the budget, so it waits (no busy
   waiting: its CPU stays near the idle run's);
+- (at the largest size of 1 M or less) a `--time-budget 10s` run whose 50 messages fall due one
+  by one over 9 s, sent to the fast loopback provider: its CPU is the idle run's plus the sending;
 - a claim of 1,000 due messages and the next-due look-up, timed in-process (they must stay
   flat from 100 k to 3 M rows).
 """
@@ -73,6 +75,31 @@ def run(path: Path, config: Path, budget: str) -> dict:
     return {"wall": wall, "cpu": cpu, "sent": summary["sent"], "statements": summary["sql_statements"]}
 
 
+def waiting_run(path: Path, directory: Path) -> dict:
+    """50 messages due over 9 s: the run sleeps between them (no polling loop burning a core)."""
+    from provider_push import free_port
+
+    from smsched.sandbox import wait_for_port
+
+    db = storage.connect(path)
+    with storage.transaction(db):
+        db.conn.execute("UPDATE messages SET scheduled_at = ? + 1 + (id % 9) WHERE id IN"
+                        " (SELECT id FROM messages WHERE state = 'scheduled' LIMIT 50)", (NOW,))
+    db.conn.close()
+    port = free_port()
+    provider = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "fast_provider.py"),
+                                 "--port", str(port)])
+    try:
+        wait_for_port(port)
+        config = directory / "fast.toml"
+        config.write_text('[providers.twilio]\naccount_sid = "AC00000000000000000000000000000000"\nauth_token = "t"\n'
+                          f'from = "+15005550006"\nbase_url = "http://127.0.0.1:{port}"\n')
+        return run(path, config, "10s")
+    finally:
+        provider.terminate()
+        provider.wait(timeout=30)
+
+
 def timed_claim(path: Path) -> tuple[float, float]:
     db = storage.connect(path)
     conn = db.conn
@@ -99,15 +126,25 @@ def main() -> None:
     config.write_text('[providers.twilio]\naccount_sid = "AC00000000000000000000000000000000"\nauth_token = "t"\n'
                       'from = "+15005550006"\nbase_url = "http://127.0.0.1:9"\n')
     print(f"{'rows':>10} {'idle run wall':>14} {'idle run CPU':>13} {'SQL':>4} {'next-due look-up':>17} {'claim of 1,000':>15}")
-    for size in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    waiting_size = max([s for s in sizes if s <= 1_000_000] or sizes[:1])
+    waits: list[str] = []
+    for size in sizes:
         path = directory / f"fixed-{size}.db"
         build(path, size)
         idle = run(path, config, "2s")
+        if size == waiting_size:  # before the claim below, which leaves 1,000 rows claimed
+            waiting = waiting_run(path, directory)
+            waits.append(f"waiting run on {size:,} rows (--time-budget 10s, 50 messages due over 9 s): "
+                         f"wall {waiting['wall']:.2f}s, CPU {waiting['cpu']:.2f}s, sent {waiting['sent']}")
         look, claim = timed_claim(path)
         print(f"{size:>10,} {idle['wall']:>13.2f}s {idle['cpu']:>12.2f}s {idle['statements']:>4}"
               f" {look * 1000:>15.2f}ms {claim * 1000:>13.1f}ms", flush=True)
         for stale in directory.glob(path.name + "*"):
             stale.unlink()
+
+    for line in waits:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,32 @@ def main() -> None:
     print(f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) in {gen.seconds:.1f}s")
     print(f"import: {run.seconds:.1f}s, {args.rows / run.seconds:,.0f} rows/s, peak RSS {children_peak_rss_mb():.0f} MB")
     print(result.stdout[:400])
+    where_the_time_goes(csv_path, run.seconds)
+
+
+def where_the_time_goes(csv_path: Path, wall: float) -> None:
+    """The import's parts measured one by one, in this process: reading and decoding the CSV, and
+    libphonenumber on every number (spread over the cores by the import's worker pool)."""
+    import os
+    import time
+
+    from smsched import csvfiles, phones
+
+    source = csvfiles.open_csv(str(csv_path))
+    started = time.process_time()
+    numbers = [record[1] for _, record in source.rows()][1:]
+    reading = time.process_time() - started
+    sample = numbers[:: max(1, len(numbers) // 50_000)]
+    started = time.process_time()
+    for raw in sample:
+        phones.normalize.__wrapped__(raw, "BR")  # every spelling here is new: no cache
+    per_number = (time.process_time() - started) / len(sample)
+    cores = os.cpu_count() or 1
+    parsing = per_number * len(numbers)
+    print(f"where the time goes ({cores} cores): reading and decoding the CSV {reading:.1f}s of CPU (main process); "
+          f"libphonenumber {per_number * 1e6:.1f} µs per number = {parsing:.1f}s of CPU, {parsing / cores:.1f}s of wall "
+          f"on {cores} cores; the rest of {wall:.1f}s is staging, merging and writing the rows in SQLite, "
+          "and the main process competing with the parsers for the cores")
 
 
 if __name__ == "__main__":

@@ -246,12 +246,14 @@ def test_segments_command_counts_as_the_calculator(cli):
 
 
 def test_valid_means_what_libphonenumber_says_in_every_region():
-    """normalize() asks libphonenumber for a number's type once and takes "no type" as invalid:
-    the same verdict as is_valid_number, checked on near-misses of every region's example numbers."""
+    """normalize() asks libphonenumber for a number's type once and takes "no type" as invalid,
+    and finds the zones from that type: the same verdict as is_valid_number and the same zones as
+    time_zones_for_number, checked on near-misses of every region's example numbers."""
     import random
 
     import phonenumbers
     from phonenumbers import PhoneNumberType
+    from phonenumbers import timezone as library_zones
 
     rng = random.Random(11)
     checked = 0
@@ -265,7 +267,11 @@ def test_valid_means_what_libphonenumber_says_in_every_region():
                 variant = digits[:]
                 variant[rng.randrange(len(variant))] = str(rng.randrange(10))
                 typed = f"+{example.country_code}{''.join(variant[:len(variant) - rng.randrange(2)])}"
-                expected = phonenumbers.is_valid_number(phonenumbers.parse(typed, None))
-                assert (phones.normalize(typed, "BR").phone is not None) == expected, typed
+                number = phonenumbers.parse(typed, None)
+                result = phones.normalize(typed, "BR")
+                assert (result.phone is not None) == phonenumbers.is_valid_number(number), typed
+                if result.phone is not None and not any(result.phone.startswith(p) for p in phones.ZONE_OVERRIDES):
+                    library = [z for z in library_zones.time_zones_for_number(number) if z != "Etc/Unknown"]
+                    assert result.tz == (",".join(library) or None), typed  # the zones as the library gives them
                 checked += 1
     assert checked > 1500
