@@ -288,6 +288,9 @@ def verify(db: Path, sandbox_db: Path) -> dict:
             "outside_quiet_hours": outside, "lags": lags}
 
 
+OTHER_SECTIONS = "## The other benchmarks"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the scale, 15-minute slots (for CI)")
@@ -343,6 +346,10 @@ def main() -> None:
         "wall_minutes": (time.perf_counter() - started) / 60,
     }
     text = render(report)
+    if out.exists():  # the other benchmarks' sections, written by hand below this one, stay
+        previous = out.read_text(encoding="utf-8")
+        if OTHER_SECTIONS in previous:
+            text = text.rstrip("\n") + "\n\n" + previous[previous.index(OTHER_SECTIONS):]
     out.write_text(text, encoding="utf-8")
     print(text)
     print(f"written to {out}")
