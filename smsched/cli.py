@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from smsched import campaigns as campaigns_lib
 from smsched import leads as leads_lib
 from smsched import optouts as optouts_lib
-from smsched import output, storage
+from smsched import output, redact, storage
 from smsched import users as users_lib
 from smsched.clock import iso_utc
 from smsched.errors import ExitCode, SmschedError
@@ -834,7 +834,7 @@ def receipts_serve(
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     public = settings.receipts("public_url")
     output.info(f"receipts: listening on {server.url}"
-                + (f" (providers call {config_lib.mask_url(public)})" if public else "")
+                + (f" (providers call {redact.url(public)})" if public else "")
                 + "; POST /twilio/status, GET+POST /whatsapp; SIGTERM stops it")
     try:
         server.serve_forever()

@@ -11,7 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from smsched import clock
+from smsched import clock, redact
 from smsched.errors import ConfigError, UsageError
 from smsched.providers import REGISTRY, Provider
 
@@ -91,9 +91,9 @@ class Config:
         for settings in [*view["providers"].values(), view.get("receipts", {})]:
             for key, value in list(settings.items()):
                 if key in SECRET_KEYS and value:
-                    settings[key] = mask(str(value))
+                    settings[key] = redact.setting(str(value))
                 elif key in urls and isinstance(value, str):
-                    settings[key] = mask_url(value)  # http://user:SECRET@host, ?token=SECRET
+                    settings[key] = redact.url(value)  # http://user:SECRET@host, ?token=SECRET
         view["source"] = self.source
         return view
 
@@ -110,20 +110,9 @@ def check_url(value, key: str, *, query: bool = False, hint: str = "fix it in th
     if match and match.group(4) and not query:
         match = None
     if not match or (match.group(2) and not 0 < int(match.group(2)[1:]) < 65536):
-        shown = mask_url(text) if text else repr(value)
+        shown = redact.url(text) if text else repr(value)
         raise ConfigError(f"{key} = {shown!r} is not an http(s)://host[:port][/path] address; {hint}")
     return text
-
-
-def mask_url(text: str) -> str:
-    """A URL as people may see it: credentials and query values hidden."""
-    text = re.sub(r"(://)[^/@\s]*@", r"\1********@", text)
-    return re.sub(r"([?&][^=&#\s]+=)[^&#\s]*", r"\1********", text)
-
-
-def mask(value: str) -> str:
-    """A secret as people may see it: that it is set, never any of it."""
-    return "******** (set)" if value else ""
 
 
 # ---- what each key may hold: one home for the configuration's types ------------------------
@@ -294,7 +283,8 @@ def _toml_value(value) -> str:
         return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # A TOML basic string: JSON's escapes are TOML's (\\ \" \n \t \uXXXX); JSON's \/ is never written.
+    # A TOML basic string: JSON's escapes are TOML's (backslash, quote, newline, tab, and \u with four
+    # hex digits); json.dumps never writes JSON's escaped slash.
     return json.dumps(str(value), ensure_ascii=False)
 
 

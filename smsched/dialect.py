@@ -31,10 +31,10 @@ def is_postgres(target) -> bool:
 
 
 def shown(target) -> str:
-    """A database's name as people may see it: a URL's password hidden."""
+    """A database's name as people may see it: a URL's secrets hidden (password, query values)."""
     text = str(target)
     if is_postgres(text):
-        import re
+        from smsched import redact
 
-        return re.sub(r"(://[^/@:\s]*):[^/@\s]*@", r"\1:********@", text)
+        return redact.url(text)
     return text

@@ -80,5 +80,5 @@ class Server:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         except subprocess.CalledProcessError:
-            pass
+            pass  # already down (a test may stop it, or it never started): its files go all the same
         shutil.rmtree(self.root, ignore_errors=True)

@@ -130,6 +130,9 @@ def test_a_password_in_the_url_is_never_shown(pg_server, tmp_path):
     url = f"postgresql://postgres:S3cretPass@127.0.0.1:{pg_server.port + 1}/nowhere"  # nothing listens there
     result = Cli(url)("users", "list", code=1)
     assert "S3cretPass" not in result.output and "postgres:********@" in result.stderr
+    # libpq also takes the password as a query parameter
+    result = Cli(f"postgresql://postgres@127.0.0.1:{pg_server.port + 1}/nowhere?password=S3cretPass")("users", "list", code=1)
+    assert "S3cretPass" not in result.output and "?password=********" in result.stderr
 
 
 # ---- many dispatchers ------------------------------------------------------------------------

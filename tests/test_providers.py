@@ -233,7 +233,7 @@ def test_config_show_is_toml_that_reads_back_with_url_credentials_masked(tmp_pat
     shown.write_text(result.stdout)
     data = tomllib.loads(result.stdout)
     assert data["dispatch"]["pin_cpu"] is False and data["dispatch"]["workers"] == 7
-    assert data["providers"]["webhook"]["url"] == "http://********@127.0.0.1:9/hook?token=********"
+    assert data["providers"]["webhook"]["url"] == "http://ops:********@127.0.0.1:9/hook?token=********"
     again = CliRunner().invoke(app, ["config", "show", "--config", str(shown)])
     assert again.exit_code == 0 and again.stdout.splitlines()[1:] == result.stdout.splitlines()[1:]
 
